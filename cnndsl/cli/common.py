@@ -1,0 +1,107 @@
+"""Helpers shared by the subcommands: loading a spec with the standard flags and exit codes, writing output."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..diagnostics import SpecError
+from ..network import Network
+
+
+class CliError(Exception):
+    """A usage or I/O problem: printed as one line, exit code 2 unless given."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class SpecFailed(CliError):
+    """The spec had errors; they were already printed."""
+
+    def __init__(self) -> None:
+        super().__init__("spec has errors", exit_code=1)
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """The spec file and the flags every spec-reading command shares."""
+    parser.add_argument("file", help="the .cnn spec")
+    parser.add_argument("--network", metavar="NAME", help="which network, when the file defines several")
+    parser.add_argument(
+        "--input",
+        metavar="SHAPE",
+        action="append",
+        help="override an input's shape, e.g. 3x299x299 or image=3x299x299 (repeatable)",
+    )
+    parser.add_argument(
+        "--node-budget",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="refuse specs that elaborate to more than N nodes (default 1,000,000)",
+    )
+    parser.add_argument(
+        "--allow-outside-imports",
+        action="store_true",
+        help="allow imports outside the spec's directory tree",
+    )
+    parser.add_argument("--max-errors", type=int, default=20, metavar="N", help="stop after N errors (default 20)")
+
+
+def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """``3x224x224`` or ``image=3x224x224`` -> (name or None, shape)."""
+    name, _, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise CliError(f"--input {text!r}: expected dimensions like 3x224x224") from None
+    if not shape or any(d < 1 for d in shape) or len(shape) not in (1, 3):
+        raise CliError(f"--input {text!r}: expected C x H x W or F, all positive")
+    return (name or None), shape
+
+
+def load_network(args: argparse.Namespace, json_errors: bool = False) -> Network:
+    """Load ``args.file``; on spec errors print them (text or JSON) and raise :class:`SpecFailed`."""
+    from .. import load
+
+    overrides: dict[str | None, tuple[int, ...]] = {}
+    for text in getattr(args, "input", None) or []:
+        name, shape = parse_shape(text)
+        overrides[name] = shape
+    try:
+        return load(
+            args.file,
+            network=args.network,
+            input_shapes=overrides or None,
+            node_budget=args.node_budget,
+            allow_outside_imports=args.allow_outside_imports,
+            max_errors=args.max_errors,
+        )
+    except SpecError as error:
+        if json_errors:
+            print(error.to_json())
+        else:
+            print(error.render(), file=sys.stderr)
+            count = len(error.diagnostics)
+            print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        raise SpecFailed() from None
+    except OSError as error:
+        raise CliError(f"cannot read {args.file}: {error.strerror or error}") from None
+
+
+def write_output(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write a file atomically (temp file in the same folder, then rename)."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = "wb" if isinstance(data, bytes) else "w"
+        with tempfile.NamedTemporaryFile(mode, dir=target.parent, delete=False, suffix=".tmp") as handle:
+            handle.write(data)
+            temp = handle.name
+        os.replace(temp, target)
+    except OSError as error:
+        raise CliError(f"cannot write {target}: {error.strerror or error}") from None

@@ -1,0 +1,10 @@
+"""Placeholder: the draw subcommands are built by their own issue."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    del subparsers

@@ -1,0 +1,251 @@
+"""The public entry points :func:`load` and :func:`loads`: read files, follow imports, parse, elaborate, check.
+
+Whatever the text, these return a checked :class:`~cnndsl.network.Network` or raise
+:class:`~cnndsl.diagnostics.SpecError`; no other exception escapes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import Diagnostic, DiagnosticSink, LocatedError, SourceMap, Span, SpecError
+from .elaborate import BlockInfo, ElaborationOptions, Elaborator, _Stop
+from .network import Network
+from .ops import Shape
+from .syntax import BlockDef, Defaults, Import, Module, NetworkDef, parse
+
+
+@dataclass
+class _Program:
+    """Every parsed file, with the blocks and networks they define."""
+
+    sources: SourceMap = field(default_factory=SourceMap)
+    modules: dict[str, Module] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    blocks: dict[str, BlockInfo] = field(default_factory=dict)
+    networks: list[tuple[NetworkDef, dict[str, dict[str, Any]]]] = field(default_factory=list)
+
+
+def _decode(data: bytes, file: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        raise LocatedError(
+            Span(file, line, column, line, column + 1),
+            f"file is not valid UTF-8 (byte 0x{data[error.start]:02x})",
+        ) from None
+
+
+class _Loader:
+    def __init__(self, root: Path, allow_outside_imports: bool, sink: DiagnosticSink) -> None:
+        self.root = root
+        self.allow_outside = allow_outside_imports
+        self.sink = sink
+        self.program = _Program()
+        self._loaded: set[Path] = set()
+
+    def load_text(self, text: str, file: str, directory: Path, stack: tuple[Path, ...], main: bool) -> None:
+        text = text.lstrip("\ufeff")
+        self.program.sources.add(file, text)
+        self.program.files.append(file)
+        module = parse(text, file)
+        self.program.modules[file] = module
+        for item in module.items:
+            if isinstance(item, Import):
+                try:
+                    self._import(item, directory, stack)
+                except LocatedError as error:
+                    self.sink.add(Diagnostic(error.span, error.message, notes=error.notes))
+        defaults: dict[str, dict[str, Any]] = {}
+        for item in module.items:
+            if isinstance(item, Defaults):
+                defaults = self._defaults(item, defaults)
+            elif isinstance(item, BlockDef):
+                self._add_block(item, defaults)
+            elif isinstance(item, NetworkDef):
+                if not main:
+                    continue  # networks in imported files are not part of the importer
+                self.program.networks.append((item, defaults))
+
+    def _defaults(self, item: Defaults, current: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # File-level defaults hold constants only; validate them with a throwaway elaborator scope.
+        from .elaborate import POISON, Scope
+
+        elaborator = Elaborator(self.program.blocks, self.program.sources, ElaborationOptions(), self.sink)
+        try:
+            return elaborator.defaults(item, Scope("", (), {}, {}, {}, POISON), current)
+        except LocatedError as error:
+            self.sink.add(Diagnostic(error.span, error.message))
+            return current
+
+    def _add_block(self, item: BlockDef, defaults: dict[str, dict[str, Any]]) -> None:
+        from . import ops
+
+        if ops.get(item.name) is not None:
+            self.sink.add(Diagnostic(item.name_span, f"block {item.name} would shadow the op {item.name}"))
+            return
+        previous = self.program.blocks.get(item.name)
+        if previous is not None:
+            where = previous.definition.name_span
+            self.sink.add(
+                Diagnostic(item.name_span, f"block {item.name} is already defined at {where}")
+            )
+            return
+        seen: set[str] = set()
+        for param in item.params:
+            if param.name in seen:
+                self.sink.add(Diagnostic(param.span, f"parameter '{param.name}' declared twice"))
+            seen.add(param.name)
+        self.program.blocks[item.name] = BlockInfo(item, defaults)
+
+    def _import(self, item: Import, directory: Path, stack: tuple[Path, ...]) -> None:
+        target = (directory / item.path).resolve()
+        if not self.allow_outside and not target.is_relative_to(self.root):
+            raise LocatedError(
+                item.span,
+                f'import "{item.path}" is outside the spec\'s directory {self.root} '
+                "(--allow-outside-imports allows it)",
+            )
+        if target in stack:
+            chain = " -> ".join(p.name for p in (*stack[stack.index(target) :], target))
+            raise LocatedError(item.span, f"import cycle: {chain}")
+        if target in self._loaded:
+            return
+        try:
+            data = target.read_bytes()
+        except OSError as error:
+            reason = "no such file" if isinstance(error, FileNotFoundError) else (error.strerror or str(error))
+            raise LocatedError(item.span, f'cannot import "{item.path}": {reason}') from None
+        self._loaded.add(target)
+        file = os.path.relpath(target) if not os.path.isabs(item.path) else str(target)
+        self.load_text(_decode(data, file), file, target.parent, (*stack, target), main=False)
+
+
+def _build(
+    text: str,
+    file: str,
+    directory: Path,
+    self_path: Path | None,
+    *,
+    network: str | None,
+    input_shapes: Mapping[str | None, Shape] | None,
+    node_budget: int,
+    allow_outside_imports: bool,
+    max_errors: int,
+) -> Network:
+    sink = DiagnosticSink(limit=max(1, max_errors))
+    loader = _Loader(directory.resolve(), allow_outside_imports, sink)
+    if self_path is not None:
+        loader._loaded.add(self_path)
+    program = loader.program
+    try:
+        loader.load_text(text, file, directory, (self_path,) if self_path else (), main=True)
+        if sink.items:
+            raise SpecError(sink.items, program.sources)
+        candidates = program.networks
+        if network is not None:
+            candidates = [c for c in candidates if c[0].name == network]
+            if not candidates:
+                names = ", ".join(n.name for n, _ in program.networks) or "none"
+                raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), f"no network named {network} (networks: {names})")], program.sources)
+        if not candidates:
+            blocks = len(program.blocks)
+            message = f"no network defined ({blocks} block{'s' if blocks != 1 else ''}); write network Name(input: [C, H, W]) {{ ... }}"
+            raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), message)], program.sources)
+        if len(candidates) > 1:
+            names = ", ".join(n.name for n, _ in candidates)
+            raise SpecError(
+                [Diagnostic(candidates[1][0].name_span, f"the file defines several networks ({names}); choose one with --network")],
+                program.sources,
+            )
+        definition, defaults = candidates[0]
+        options = ElaborationOptions(node_budget, max_errors, dict(input_shapes) if input_shapes else None)
+        elaborator = Elaborator(program.blocks, program.sources, options, sink)
+        try:
+            result = elaborator.network(definition, defaults, program.files)
+        except _Stop:
+            result = None
+        except LocatedError as error:
+            sink.add(Diagnostic(error.span, error.message, notes=error.notes))
+            result = None
+        if sink.items or result is None:
+            raise SpecError(sink.items, program.sources)
+        if not result.outputs:
+            raise SpecError([Diagnostic(definition.name_span, f"network {definition.name} has no output")], program.sources)
+        return result
+    except SpecError:
+        raise
+    except LocatedError as error:
+        raise SpecError([*sink.items, Diagnostic(error.span, error.message, notes=error.notes)], program.sources) from None
+    except RecursionError:
+        raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), "spec nested too deeply")], program.sources) from None
+    except MemoryError:
+        raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), "out of memory while checking the spec")], program.sources) from None
+    except Exception as error:  # noqa: BLE001 - the API promises SpecError only; a bug must still be located
+        message = f"internal error, please report: {type(error).__name__}: {error}"
+        raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), message)], program.sources) from error
+
+
+def loads(
+    text: str,
+    filename: str = "<string>",
+    *,
+    network: str | None = None,
+    input_shapes: Mapping[str | None, Shape] | None = None,
+    node_budget: int = 1_000_000,
+    allow_outside_imports: bool = False,
+    max_errors: int = 20,
+) -> Network:
+    """Parse and check spec text. Imports resolve against the current directory.
+
+    ``input_shapes`` overrides declared input shapes by input name (``None`` means the first input).
+    Raises :class:`SpecError` with located diagnostics when the spec has errors.
+    """
+    return _build(
+        text,
+        filename,
+        Path.cwd(),
+        None,
+        network=network,
+        input_shapes=input_shapes,
+        node_budget=node_budget,
+        allow_outside_imports=allow_outside_imports,
+        max_errors=max_errors,
+    )
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    network: str | None = None,
+    input_shapes: Mapping[str | None, Shape] | None = None,
+    node_budget: int = 1_000_000,
+    allow_outside_imports: bool = False,
+    max_errors: int = 20,
+) -> Network:
+    """Read, parse and check a ``.cnn`` file (see :func:`loads`). Raises ``OSError`` if the file cannot be read."""
+    source = Path(path)
+    data = source.read_bytes()
+    file = str(path)
+    try:
+        text = _decode(data, file)
+    except LocatedError as error:
+        raise SpecError([Diagnostic(error.span, error.message)]) from None
+    return _build(
+        text,
+        file,
+        source.resolve().parent,
+        source.resolve(),
+        network=network,
+        input_shapes=input_shapes,
+        node_budget=node_budget,
+        allow_outside_imports=allow_outside_imports,
+        max_errors=max_errors,
+    )

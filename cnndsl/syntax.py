@@ -1,0 +1,547 @@
+"""Stage 1, parse: text -> AST (plain frozen dataclasses, each with its source span).
+
+The grammar is ``grammars/cnn.lark`` (LALR). A small postlexer makes newlines significant only where they end a
+statement. Syntax errors come out as :class:`~cnndsl.diagnostics.LocatedError` in friendly words, never as
+lark's terminal names.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Union
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from .diagnostics import LocatedError, Span
+
+MAX_NESTING = 100
+"""Brackets nested deeper than this are refused before parsing: no input may exhaust the Python stack."""
+
+
+# --------------------------------------------------------------------------------------------------- AST ---
+
+
+@dataclass(frozen=True)
+class Number:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Wildcard:
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Attr:
+    base: str
+    attr: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Kwarg:
+    name: str
+    value: Expr
+    span: Span  # the parameter name's span
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    args: tuple[Expr, ...]
+    kwargs: tuple[Kwarg, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Chain:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Branches:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class ListExpr:
+    items: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Group:
+    expr: Expr
+    span: Span
+
+
+Expr = Union[Number, String, Wildcard, Name, Attr, Call, Chain, Branches, BinOp, Neg, ListExpr, Group]
+
+
+@dataclass(frozen=True)
+class ExprStmt:
+    expr: Expr
+    shape: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Assign:
+    name: str
+    name_span: Span
+    expr: Expr
+    shape: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Return:
+    exprs: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Defaults:
+    calls: tuple[Call, ...]
+    span: Span
+
+
+Stmt = Union[ExprStmt, Assign, Return, Defaults]
+
+
+@dataclass(frozen=True)
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: str
+    shape: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class NetworkDef:
+    name: str
+    inputs: tuple[InputDecl, ...]
+    body: tuple[Stmt, ...]
+    span: Span
+    name_span: Span
+
+
+Item = Union[Import, Defaults, BlockDef, NetworkDef]
+
+
+@dataclass(frozen=True)
+class Module:
+    """One parsed file."""
+
+    file: str
+    items: tuple[Item, ...]
+
+
+# ------------------------------------------------------------------------------------------- postlexer ---
+
+_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
+_CLOSERS = {"RPAR", "RSQB"}
+
+
+class _PostLexer:
+    """Newlines end statements except inside brackets, after '{' or '->', or before '}' or '->'.
+
+    Also refuses nesting deeper than :data:`MAX_NESTING` and reports an unclosed bracket where it was opened.
+    """
+
+    always_accept = ("_NL",)
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        stack: list[Token] = []
+        pending_newline: Token | None = None
+        previous: str | None = None
+        for token in stream:
+            kind = token.type
+            if kind == "_NL":
+                if not stack and previous not in (None, "LBRACE", "_ARROW", "_NL"):
+                    pending_newline = token
+                continue
+            if kind in _OPENERS:
+                stack.append(token)
+                if len(stack) > MAX_NESTING:
+                    raise LocatedError(
+                        _token_span(self.file, token),
+                        f"brackets nested more than {MAX_NESTING} deep",
+                    )
+            elif kind in _CLOSERS:
+                if stack and _OPENERS[stack[-1].type] == kind:
+                    stack.pop()
+            elif kind in ("LBRACE", "RBRACE") and stack:
+                opener = stack[-1]
+                raise LocatedError(
+                    _token_span(self.file, opener),
+                    f"unclosed '{opener.value}' before '{token.value}' at line {token.line}",
+                )
+            if pending_newline is not None and kind not in ("RBRACE", "_ARROW"):
+                yield pending_newline
+            pending_newline = None
+            previous = kind
+            yield token
+        if stack:
+            opener = stack[-1]
+            raise LocatedError(_token_span(self.file, opener), f"unclosed '{opener.value}' at end of file")
+
+
+# -------------------------------------------------------------------------------------------- parser ---
+
+
+def _grammar_text() -> str:
+    try:
+        return importlib.resources.files("cnndsl.grammars").joinpath("cnn.lark").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        # A source checkout that is not installed: the grammar sits beside the package.
+        return (Path(__file__).resolve().parent.parent / "grammars" / "cnn.lark").read_text(encoding="utf-8")
+
+
+@cache
+def _parser() -> Lark:
+    return Lark(
+        _grammar_text(),
+        parser="lalr",
+        lexer="basic",
+        propagate_positions=True,
+        maybe_placeholders=True,
+        postlex=_PostLexer("<string>"),
+        cache=True,
+    )
+
+
+_ARROW_NAMES: dict[str, str] = {}
+
+
+@cache
+def _terminal_words() -> dict[str, str]:
+    """Terminal name -> words a user understands."""
+    words = {
+        "NAME": "a name",
+        "NUMBER": "a number",
+        "STRING": "a string",
+        "_NL": "end of line",
+        "$END": "end of file",
+    }
+    for terminal in _parser().terminals:
+        if terminal.name in words:
+            continue
+        if terminal.pattern.type == "str":
+            words[terminal.name] = f"'{terminal.pattern.value}'"
+        else:
+            words[terminal.name] = terminal.name.lower()
+    return words
+
+
+def _describe_expected(expected: set[str]) -> str:
+    words = _terminal_words()
+    if {"NAME", "NUMBER"} <= expected:
+        # An expression could start here; listing every operator would bury the point.
+        rest = sorted(words.get(e, e) for e in expected if e in ("RPAR", "RSQB", "COMMA", "_NL", "RBRACE"))
+        return "an expression" + (" or " + ", ".join(rest) if rest else "")
+    names = sorted(words.get(e, e) for e in expected)
+    if len(names) > 6:
+        names = names[:6] + ["..."]
+    return " or ".join(names) if len(names) <= 2 else "one of " + ", ".join(names)
+
+
+def _token_span(file: str, token: Token) -> Span:
+    line = token.line or 1
+    column = token.column or 1
+    end_line = token.end_line or line
+    end_column = token.end_column or column + max(len(str(token)), 1)
+    return Span(file, line, column, end_line, end_column)
+
+
+def _syntax_error(file: str, text: str, error: UnexpectedInput) -> LocatedError:
+    if isinstance(error, UnexpectedToken):
+        token = error.token
+        if token.type == "$END":
+            line = text.count("\n") + 1
+            column = len(text.rsplit("\n", 1)[-1]) + 1
+            span = Span(file, line, column, line, column + 1)
+            found = "end of file"
+        else:
+            span = _token_span(file, token)
+            if token.type == "_NL":
+                found = "end of line"
+                span = Span(file, span.line, span.column, span.line, span.column + 1)
+            else:
+                found = f"'{token.value}'"
+        expected = {e for e in error.expected if not e.startswith("__")} or set(error.expected)
+        return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected)}")
+    if isinstance(error, UnexpectedCharacters):
+        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else "?"
+        span = Span(file, error.line, error.column, error.line, error.column + 1)
+        if char == '"':
+            return LocatedError(span, "unterminated string (strings end on the same line)")
+        shown = repr(char)[1:-1] if not char.isprintable() else char
+        return LocatedError(span, f"unexpected character '{shown}'")
+    if isinstance(error, UnexpectedEOF):
+        line = text.count("\n") + 1
+        return LocatedError(Span(file, line, 1, line, 2), "unexpected end of file")
+    return LocatedError(Span(file, 1, 1, 1, 2), str(error))
+
+
+def parse(text: str, file: str = "<string>") -> Module:
+    """Parse one file's text into a :class:`Module`, or raise :class:`LocatedError`."""
+    parser = _parser()
+    postlexer = parser.options.postlex
+    assert isinstance(postlexer, _PostLexer)
+    postlexer.file = file
+    try:
+        tree = parser.parse(text)
+    except LocatedError:
+        raise
+    except UnexpectedInput as error:
+        raise _syntax_error(file, text, error) from None
+    except RecursionError:
+        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+    try:
+        items = _ToAst(file).transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, LocatedError):
+            raise error.orig_exc from None
+        raise
+    except RecursionError:
+        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+    return Module(file, tuple(items))
+
+
+def _number(text: str) -> int | float:
+    if any(c in text for c in ".eE"):
+        return float(text)
+    return int(text)
+
+
+@v_args(meta=True, inline=True)
+class _ToAst(Transformer[Token, Any]):
+    def __init__(self, file: str) -> None:
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta: Any) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.file, 1, 1, 1, 2)
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, token: Token) -> Span:
+        return _token_span(self.file, token)
+
+    @v_args(meta=True, inline=False)
+    def start(self, meta: Any, items: list[Any]) -> list[Any]:
+        return [i for i in items if i is not None]
+
+    def import_stmt(self, meta: Any, path: Token) -> Import:
+        return Import(path.value[1:-1], self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def defaults_stmt(self, meta: Any, calls: list[Call]) -> Defaults:
+        return Defaults(tuple(calls), self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def block_def(self, meta: Any, children: list[Any]) -> BlockDef:
+        name, *params, body = children
+        return BlockDef(
+            name.value, tuple(p for p in params if p is not None), body, self._span(meta), self._tok(name)
+        )
+
+    def param(self, meta: Any, name: Token, default: Expr | None) -> Param:
+        return Param(name.value, default, self._tok(name))
+
+    @v_args(meta=True, inline=False)
+    def network_def(self, meta: Any, children: list[Any]) -> NetworkDef:
+        name, *inputs, body = children
+        return NetworkDef(
+            name.value, tuple(i for i in inputs if i is not None), body, self._span(meta), self._tok(name)
+        )
+
+    def input_decl(self, meta: Any, name: Token, shape: Expr) -> InputDecl:
+        return InputDecl(name.value, shape, self._tok(name))
+
+    @v_args(meta=True, inline=False)
+    def body(self, meta: Any, stmts: list[Any]) -> tuple[Stmt, ...]:
+        return tuple(s for s in stmts if s is not None)
+
+    def expr_stmt(self, meta: Any, expr: Expr, shape: Expr | None) -> ExprStmt:
+        return ExprStmt(expr, shape, self._span(meta))
+
+    def assign(self, meta: Any, name: Token, expr: Expr, shape: Expr | None) -> Assign:
+        return Assign(name.value, self._tok(name), expr, shape, self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def return_stmt(self, meta: Any, exprs: list[Expr]) -> Return:
+        return Return(tuple(exprs), self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def branches(self, meta: Any, items: list[Expr]) -> Branches:
+        return Branches(tuple(items), self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def chain(self, meta: Any, items: list[Expr]) -> Chain:
+        return Chain(tuple(items), self._span(meta))
+
+    def _binop(self, op: str, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return BinOp(op, left, right, self._span(meta))
+
+    def add_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("+", meta, left, right)
+
+    def sub_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("-", meta, left, right)
+
+    def mul_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("*", meta, left, right)
+
+    def div_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("/", meta, left, right)
+
+    def floordiv_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("//", meta, left, right)
+
+    def mod_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("%", meta, left, right)
+
+    def neg(self, meta: Any, operand: Expr) -> Neg:
+        return Neg(operand, self._span(meta))
+
+    def number(self, meta: Any, token: Token) -> Number:
+        return Number(_number(token.value), self._tok(token))
+
+    def string(self, meta: Any, token: Token) -> String:
+        return String(token.value[1:-1], self._tok(token))
+
+    def wildcard(self, meta: Any) -> Wildcard:
+        return Wildcard(self._span(meta))
+
+    def name(self, meta: Any, token: Token) -> Name:
+        return Name(token.value, self._tok(token))
+
+    def attr(self, meta: Any, base: Token, attr: Token) -> Attr:
+        return Attr(base.value, attr.value, self._span(meta))
+
+    def group(self, meta: Any, expr: Expr) -> Group:
+        return Group(expr, self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def list_expr(self, meta: Any, items: list[Expr | None]) -> ListExpr:
+        return ListExpr(tuple(i for i in items if i is not None), self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def call(self, meta: Any, children: list[Any]) -> Call:
+        name, *arguments = children
+        args: list[Expr] = []
+        kwargs: list[Kwarg] = []
+        for argument in arguments:
+            if argument is None:
+                continue
+            if isinstance(argument, Kwarg):
+                if any(k.name == argument.name for k in kwargs):
+                    raise LocatedError(argument.span, f"parameter '{argument.name}' given twice")
+                kwargs.append(argument)
+            elif kwargs:
+                raise LocatedError(_expr_span(argument), "positional argument after a keyword argument")
+            else:
+                args.append(argument)
+        return Call(name.value, tuple(args), tuple(kwargs), self._span(meta), self._tok(name))
+
+    def kwarg(self, meta: Any, name: Token, value: Expr) -> Kwarg:
+        return Kwarg(name.value, value, self._tok(name))
+
+    def __default__(self, data: Any, children: Any, meta: Any) -> Any:  # pragma: no cover - grammar guard
+        return Tree(data, children, meta)
+
+
+def _expr_span(expr: Expr) -> Span:
+    return expr.span
+
+
+def expr_text(expr: Expr) -> str:
+    """Source-like text of an expression, for labels such as ``Bottleneck(128, stride=2)``."""
+    match expr:
+        case Number(value=v):
+            return repr(v)
+        case String(value=v):
+            return f'"{v}"'
+        case Wildcard():
+            return "?"
+        case Name(id=i):
+            return i
+        case Attr(base=b, attr=a):
+            return f"{b}.{a}"
+        case Call(name=n, args=args, kwargs=kwargs):
+            parts = [expr_text(a) for a in args] + [f"{k.name}={expr_text(k.value)}" for k in kwargs]
+            return f"{n}({', '.join(parts)})"
+        case Chain(items=items):
+            return " -> ".join(expr_text(i) for i in items)
+        case Branches(items=items):
+            return " | ".join(expr_text(i) for i in items)
+        case BinOp(op=op, left=left, right=right):
+            return f"{expr_text(left)} {op} {expr_text(right)}"
+        case Neg(operand=o):
+            return f"-{expr_text(o)}"
+        case ListExpr(items=items):
+            return "[" + ", ".join(expr_text(i) for i in items) + "]"
+        case Group(expr=e):
+            return f"({expr_text(e)})"
+    return "?"
