@@ -210,6 +210,8 @@ class Elaborator:
                     scope.defaults = self.defaults(stmt, scope, scope.defaults)
                 elif isinstance(stmt, Assign):
                     self._check_new_name(stmt.name, stmt.name_span, scope)
+                    # Bind first, so later uses of a name whose definition fails stay quiet.
+                    scope.tensors[stmt.name] = POISON
                     current = self.apply(stmt.expr, scope, current, head=True)
                     scope.tensors[stmt.name] = current
                     self._assert_shape(stmt.shape, current, scope)
@@ -399,7 +401,7 @@ class Elaborator:
         try:
             args = ops.resolve_args(op, values)
         except OpError as error:
-            raise self._locate(error, call, spans, values) from None
+            raise self._locate(error, call, spans, values, scope) from None
         if op.name == "identity":
             return x  # identity adds no node: the edge goes straight through
         if x.shape is None:
@@ -407,14 +409,20 @@ class Elaborator:
         try:
             shape = op.shape([x.shape], args)
         except OpError as error:
-            raise self._locate(error, call, spans, values) from None
+            raise self._locate(error, call, spans, values, scope) from None
         node = self._add_node(op.name, args, scope.fresh(op.name), call.span, scope, [x], shape)
         return Ref(node.id, shape)
 
-    def _locate(self, error: OpError, call: Call, spans: dict[str, Span], values: dict[str, Any]) -> LocatedError:
+    def _locate(
+        self, error: OpError, call: Call, spans: dict[str, Span], values: dict[str, Any], scope: Scope
+    ) -> LocatedError:
         value = values.get(error.param) if error.param else None
-        if isinstance(value, Symbol):
-            return LocatedError(value.span, f"{error.message} (unknown name '{value}')")
+        wanted_number = any(w in error.message for w in ("must be an integer", "must be a number", "true or false"))
+        if isinstance(value, Symbol) and wanted_number:
+            if value in self.blocks or ops.get(value) is not None:
+                return LocatedError(value.span, f"{error.message}; '{value}' is a layer, not a value")
+            hint = did_you_mean(value, scope.values)
+            return LocatedError(value.span, f"{error.message}; '{value}' is not a parameter here{hint}")
         span = spans.get(error.param, call.span) if error.param else call.span
         return LocatedError(span, error.message)
 

@@ -110,7 +110,7 @@ class _Loader:
         if not self.allow_outside and not target.is_relative_to(self.root):
             raise LocatedError(
                 item.span,
-                f'import "{item.path}" is outside the spec\'s directory {self.root} '
+                f'import "{item.path}" is outside the spec\'s directory tree '
                 "(--allow-outside-imports allows it)",
             )
         if target in stack:
@@ -125,6 +125,7 @@ class _Loader:
             raise LocatedError(item.span, f'cannot import "{item.path}": {reason}') from None
         self._loaded.add(target)
         file = os.path.relpath(target) if not os.path.isabs(item.path) else str(target)
+        self.program.sources.add(file, data.decode("utf-8", "replace"))
         self.load_text(_decode(data, file), file, target.parent, (*stack, target), main=False)
 
 
@@ -193,6 +194,25 @@ def _build(
         raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), message)], program.sources) from error
 
 
+def check_library(path: str | os.PathLike[str], *, allow_outside_imports: bool = False) -> list[str]:
+    """Parse a file of blocks (no network) and its imports; return the block names or raise :class:`SpecError`.
+
+    Blocks are only fully checked when a network instantiates them, since shapes depend on the input."""
+    source = Path(path)
+    data = source.read_bytes()
+    file = str(path)
+    sink = DiagnosticSink()
+    loader = _Loader(source.resolve().parent, allow_outside_imports, sink)
+    loader._loaded.add(source.resolve())
+    try:
+        loader.load_text(_decode(data, file), file, source.resolve().parent, (source.resolve(),), main=True)
+    except LocatedError as error:
+        sink.add(Diagnostic(error.span, error.message, notes=error.notes))
+    if sink.items:
+        raise SpecError(sink.items, loader.program.sources)
+    return list(loader.program.blocks)
+
+
 def loads(
     text: str,
     filename: str = "<string>",
@@ -237,7 +257,9 @@ def load(
     try:
         text = _decode(data, file)
     except LocatedError as error:
-        raise SpecError([Diagnostic(error.span, error.message)]) from None
+        sources = SourceMap()
+        sources.add(file, data.decode("utf-8", "replace"))
+        raise SpecError([Diagnostic(error.span, error.message)], sources) from None
     return _build(
         text,
         file,

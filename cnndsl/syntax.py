@@ -209,9 +209,11 @@ class _PostLexer:
 
     def __init__(self, file: str) -> None:
         self.file = file
+        self.open_brackets: list[Token] = []
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         stack: list[Token] = []
+        self.open_brackets = stack
         pending_newline: Token | None = None
         previous: str | None = None
         for token in stream:
@@ -293,12 +295,25 @@ def _terminal_words() -> dict[str, str]:
     return words
 
 
-def _describe_expected(expected: set[str]) -> str:
+_CLOSERS_WORDS = ("COMMA", "RPAR", "RSQB", "RBRACE", "_NL", "$END")
+_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "_ARROW", "VBAR", "COLON", "DOT", "LPAR", "EQUAL", "__ANON_0"}
+
+
+def _describe_expected(expected: set[str], inside: str | None = None) -> str:
+    """Friendly words for what could come next; ``inside`` is the innermost open bracket's terminal name."""
     words = _terminal_words()
+    context = {"LPAR": ("COMMA", "RPAR"), "LSQB": ("COMMA", "RSQB")}.get(inside or "", ("_NL", "RBRACE", "$END"))
+    expected = {e for e in expected if e not in _CLOSERS_WORDS or e in context} or expected
     if {"NAME", "NUMBER"} <= expected:
         # An expression could start here; listing every operator would bury the point.
-        rest = sorted(words.get(e, e) for e in expected if e in ("RPAR", "RSQB", "COMMA", "_NL", "RBRACE"))
-        return "an expression" + (" or " + ", ".join(rest) if rest else "")
+        rest = sorted(words.get(e, e) for e in expected if e in _CLOSERS_WORDS)
+        return "an expression" + (" or " + " or ".join(rest) if rest else "")
+    closers = [e for e in _CLOSERS_WORDS if e in expected]
+    if closers and all(e in _OPERATORS or e in _CLOSERS_WORDS or words.get(e, "").strip("'") in
+                       ("+", "-", "*", "/", "//", "%", "->", "|", ":", ".", "(", "=") for e in expected):
+        # Only operators could continue the expression; what the user most likely missed is a separator.
+        names = [words.get(e, e) for e in closers]
+        return " or ".join(names)
     names = sorted(words.get(e, e) for e in expected)
     if len(names) > 6:
         names = names[:6] + ["..."]
@@ -313,13 +328,28 @@ def _token_span(file: str, token: Token) -> Span:
     return Span(file, line, column, end_line, end_column)
 
 
-def _syntax_error(file: str, text: str, error: UnexpectedInput) -> LocatedError:
+def _end_span(file: str, text: str) -> Span:
+    """Just past the last character of the last non-blank line (where a missing '}' belongs)."""
+    lines = text.rstrip().split("\n")
+    line = len(lines)
+    column = len(lines[-1]) + 1
+    return Span(file, line, column, line, column + 1)
+
+
+def _syntax_error(file: str, text: str, error: UnexpectedInput, open_brackets: list[Token]) -> LocatedError:
+    if open_brackets and isinstance(error, UnexpectedToken) and error.token.type != "$END":
+        opener = open_brackets[-1]
+        if (error.token.line or 0) > (opener.line or 0):
+            # The parser only noticed later lines; the missing bracket is the likelier mistake.
+            return LocatedError(
+                _token_span(file, opener),
+                f"'{opener.value}' is never closed",
+                notes=(f"the parser was still inside it at line {error.token.line}: '{error.token.value}'",),
+            )
     if isinstance(error, UnexpectedToken):
         token = error.token
         if token.type == "$END":
-            line = text.count("\n") + 1
-            column = len(text.rsplit("\n", 1)[-1]) + 1
-            span = Span(file, line, column, line, column + 1)
+            span = _end_span(file, text)
             found = "end of file"
         else:
             span = _token_span(file, token)
@@ -329,7 +359,10 @@ def _syntax_error(file: str, text: str, error: UnexpectedInput) -> LocatedError:
             else:
                 found = f"'{token.value}'"
         expected = {e for e in error.expected if not e.startswith("__")} or set(error.expected)
-        return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected)}")
+        if token.type == "$END":
+            expected.discard("_NL")
+        inside = open_brackets[-1].type if open_brackets else None
+        return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected, inside)}")
     if isinstance(error, UnexpectedCharacters):
         char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else "?"
         span = Span(file, error.line, error.column, error.line, error.column + 1)
@@ -338,8 +371,7 @@ def _syntax_error(file: str, text: str, error: UnexpectedInput) -> LocatedError:
         shown = repr(char)[1:-1] if not char.isprintable() else char
         return LocatedError(span, f"unexpected character '{shown}'")
     if isinstance(error, UnexpectedEOF):
-        line = text.count("\n") + 1
-        return LocatedError(Span(file, line, 1, line, 2), "unexpected end of file")
+        return LocatedError(_end_span(file, text), "unexpected end of file")
     return LocatedError(Span(file, 1, 1, 1, 2), str(error))
 
 
@@ -354,7 +386,7 @@ def parse(text: str, file: str = "<string>") -> Module:
     except LocatedError:
         raise
     except UnexpectedInput as error:
-        raise _syntax_error(file, text, error) from None
+        raise _syntax_error(file, text, error, postlexer.open_brackets) from None
     except RecursionError:
         raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
     try:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ..ops import fmt_shape
-from .common import add_spec_arguments, load_network
+from .common import NoNetwork, add_spec_arguments, load_network
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +22,18 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    network = load_network(args, json_errors=args.format == "json")
+    try:
+        network = load_network(args, json_errors=args.format == "json", quiet_no_network=True)
+    except NoNetwork:
+        # A file of blocks only (a library for imports): parse and check what can be checked without an input.
+        from ..frontend import check_library
+
+        blocks = check_library(args.file, allow_outside_imports=args.allow_outside_imports)
+        if args.format == "json":
+            print(json.dumps({"library": True, "ok": True, "blocks": blocks, "diagnostics": []}, indent=2))
+        else:
+            print(f"{args.file}: ok: library of {len(blocks)} blocks ({', '.join(blocks)}), no network")
+        return 0
     if args.format == "json":
         print(
             json.dumps(

@@ -27,6 +27,16 @@ class SpecFailed(CliError):
         super().__init__("spec has errors", exit_code=1)
 
 
+class NoNetwork(CliError):
+    """The file parsed but defines no network (a library of blocks)."""
+
+    def __init__(self) -> None:
+        super().__init__("the file defines no network", exit_code=1)
+
+
+NO_NETWORK_PREFIX = "no network defined"
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """The spec file and the flags every spec-reading command shares."""
     parser.add_argument("file", help="the .cnn spec")
@@ -64,7 +74,7 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     return (name or None), shape
 
 
-def load_network(args: argparse.Namespace, json_errors: bool = False) -> Network:
+def load_network(args: argparse.Namespace, json_errors: bool = False, quiet_no_network: bool = False) -> Network:
     """Load ``args.file``; on spec errors print them (text or JSON) and raise :class:`SpecFailed`."""
     from .. import load
 
@@ -82,6 +92,9 @@ def load_network(args: argparse.Namespace, json_errors: bool = False) -> Network
             max_errors=args.max_errors,
         )
     except SpecError as error:
+        only = error.diagnostics[0].message if len(error.diagnostics) == 1 else ""
+        if quiet_no_network and only.startswith(NO_NETWORK_PREFIX):
+            raise NoNetwork() from None
         if json_errors:
             print(error.to_json())
         else:

@@ -1,0 +1,49 @@
+# Set-up and entry points. `make demo` and `make test` each do all the set-up a fresh machine needs
+# (python3, pip, make and apt-get as root are assumed; nothing else).
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# torch first and pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup graphviz demo test lint typecheck unit bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory graphviz
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev,onnx]"
+	touch $(STAMP)
+
+# Graphviz's `dot` renders svg/png/pdf; without it `cnndsl draw` still writes .dot and mermaid.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz >/dev/null; } \
+		|| echo "warning: could not install graphviz; cnndsl draw will only write .dot and mermaid"
+
+# The main job: train LeNet-5 on the built-in digits and print its summary and final accuracy.
+demo: setup
+	$(VENV)/bin/cnndsl summary specs/lenet5.cnn
+	$(VENV)/bin/cnndsl train specs/lenet5.cnn
+
+lint: setup
+	$(VENV)/bin/ruff check cnndsl tests bench
+	$(VENV)/bin/ruff format --check cnndsl tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+
+# The whole test suite: lint, format, types, then every test (CUDA tests skip without a GPU).
+test: lint typecheck unit
+
+bench: setup
+	$(PY) bench/bench_check.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
