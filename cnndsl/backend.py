@@ -67,7 +67,7 @@ def identifier(text: str, fallback: str = "_") -> str:
     name = _NOT_IDENTIFIER.sub("_", text) or fallback
     if name[0].isdigit():
         name = "_" + name
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+    if keyword.iskeyword(name):
         name += "_"
     return name
 
@@ -122,8 +122,8 @@ def plan(network: Network, logits: bool = False) -> Plan:
             return chosen[original]
         used = taken.setdefault(parent, set())
         name = identifier(original, "layer")
-        if name in reserved or name.startswith("_"):
-            name = "m" + name if name.startswith("_") else name + "_"
+        while name in reserved:
+            name += "_"
         base, suffix = name, 1
         while name in used:
             name = f"{base}_{suffix}"
@@ -152,7 +152,7 @@ def plan(network: Network, logits: bool = False) -> Plan:
         steps.append(Step(node, lowering, target))
 
     inputs: list[tuple[int, str]] = []
-    used_args = {"self"}
+    used_args = {"self", "torch"}  # fx-generated forward code reads the global `torch`
     for tensor in network.inputs:
         name = identifier(tensor.name, "input")
         base, suffix = name, 1

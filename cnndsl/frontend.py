@@ -6,6 +6,7 @@ Whatever the text, these return a checked :class:`~cnndsl.network.Network` or ra
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,7 +130,19 @@ class _Loader:
         self.load_text(_decode(data, file), file, target.parent, (*stack, target), main=False)
 
 
-def _build(
+def _build(*args: Any, **kwargs: Any) -> Network:
+    # Elaboration allocates many small objects and no cycles; the cyclic collector would only make large
+    # specs superlinear.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_checked(*args, **kwargs)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _build_checked(
     text: str,
     file: str,
     directory: Path,

@@ -1,10 +1,130 @@
-"""Placeholder: the draw subcommands are built by their own issue."""
+"""``cnndsl draw FILE -o out.svg``: draw the network with Graphviz (svg, png, pdf, dot) or as a mermaid flowchart.
+
+svg, png and pdf need Graphviz's ``dot`` program; ``.dot`` and ``--format mermaid`` are plain text and do not.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
+
+from .common import CliError, add_spec_arguments, load_network, write_output
+
+FORMATS = ("svg", "png", "pdf", "dot", "mermaid")
+RENDERED = ("svg", "png", "pdf")
+_SUFFIXES = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid"}
+
+
+def _depth(text: str) -> int | str | None:
+    if text.lower() == "auto":
+        return "auto"
+    if text.lower() in ("all", "full"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of levels or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def register(subparsers: Any) -> None:
-    del subparsers
+    parser = subparsers.add_parser(
+        "draw",
+        help="draw the network (svg, png, pdf, dot or mermaid)",
+        description=(
+            "Draw the network: layers labelled with their key arguments and costs, edges with tensor shapes, "
+            "block instances as clusters titled with their call. The format comes from the -o suffix "
+            "(.svg .png .pdf .dot .mmd) or --format; without -o, dot or mermaid text goes to stdout. "
+            "svg, png and pdf need Graphviz's dot program (Debian/Ubuntu: apt-get install graphviz)."
+        ),
+    )
+    add_spec_arguments(parser)
+    parser.add_argument("-o", "--output", metavar="OUT", help="output file: out.svg, .png, .pdf, .dot or .mmd/.md")
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: from the -o suffix)")
+    parser.add_argument(
+        "--depth",
+        type=_depth,
+        default="auto",
+        metavar="K",
+        help=(
+            "collapse block instances nested deeper than K into one box with their totals (0: every block the "
+            "network calls is one box); 'all' draws every node. Default: every node if that is at most "
+            "150 boxes, else the deepest K that fits"
+        ),
+    )
+    parser.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top-to-bottom or left-to-right")
+    parser.add_argument("--no-shapes", action="store_true", help="leave tensor shapes off the edges")
+    parser.add_argument("--no-costs", action="store_true", help="leave parameter and MAC counts off the boxes")
+    parser.add_argument("--no-legend", action="store_true", help="leave the colour legend out")
+    parser.set_defaults(handler=run)
+
+
+def _format(args: argparse.Namespace) -> str:
+    if args.format:
+        return str(args.format)
+    if args.output is None:
+        return "dot"
+    suffix = Path(args.output).suffix.lower()
+    if suffix == ".md":
+        return "mermaid"
+    if suffix not in _SUFFIXES:
+        known = ", ".join(sorted(_SUFFIXES))
+        raise CliError(f"cannot tell the format of {args.output!r} (known suffixes: {known}, .md); use --format")
+    return _SUFFIXES[suffix]
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import render
+
+    fmt = _format(args)
+    if fmt in RENDERED and args.output is None:
+        raise CliError(f"--format {fmt} writes a binary or large file: give it a name with -o")
+    network = load_network(args)
+    depth = render.resolve_depth(network, args.depth)
+    if args.depth == "auto" and depth is not None:
+        print(
+            f"cnndsl draw: note: {render.box_count(network, None)} nodes are too many to read; blocks nested "
+            f"deeper than {depth} are drawn collapsed ({render.box_count(network, depth)} boxes). "
+            "--depth all draws every node.",
+            file=sys.stderr,
+        )
+    options = {
+        "depth": depth,
+        "rankdir": args.rankdir,
+        "shapes": not args.no_shapes,
+        "costs": not args.no_costs,
+        "legend": not args.no_legend,
+    }
+    data: str | bytes
+    if fmt == "mermaid":
+        data = render.to_mermaid(network, **options)  # type: ignore[arg-type]
+        if args.output and Path(args.output).suffix.lower() == ".md":
+            data = f"```mermaid\n{data}```\n"  # a markdown file GitHub renders as the diagram
+    else:
+        graph = render.to_graphviz(network, **options)  # type: ignore[arg-type]
+        data = graph.source if fmt == "dot" else _render(graph, fmt)
+    if args.output is None:
+        sys.stdout.write(data if isinstance(data, str) else data.decode())
+        return 0
+    write_output(args.output, data)
+    return 0
+
+
+def _render(graph: Any, fmt: str) -> bytes:
+    import graphviz
+
+    try:
+        return bytes(graph.pipe(format=fmt, quiet=True))
+    except graphviz.ExecutableNotFound:
+        raise CliError(
+            f"drawing {fmt} needs Graphviz's 'dot' program, which is not on PATH: install the graphviz package "
+            "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz). "
+            "Writing .dot or --format mermaid works without it."
+        ) from None
+    except graphviz.CalledProcessError as error:
+        stderr = error.stderr.decode(errors="replace").strip() if isinstance(error.stderr, bytes) else ""
+        raise CliError(f"Graphviz's dot failed: {stderr.splitlines()[-1] if stderr else error}") from None

@@ -1,10 +1,105 @@
-"""Placeholder: the summary subcommands are built by their own issue."""
+"""``cnndsl summary FILE`` (params, MACs, FLOPs, memory and receptive field per layer and in total) and
+``cnndsl explain FILE [LAYER_PATH]`` (the formulas with the numbers filled in). Both are static: no torch."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from .common import CliError, add_spec_arguments, load_network, write_output
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
 
 def register(subparsers: Any) -> None:
-    del subparsers
+    from ..analysis import DTYPE_BYTES
+    from ..report import FORMATS
+
+    parser = subparsers.add_parser(
+        "summary",
+        help="params, MACs, FLOPs, memory and receptive field per layer and in total",
+        description=(
+            "Static analysis of a spec: per-layer output shape, params, MACs, FLOPs, activation size and receptive "
+            "field, and totals with their counting conventions. No forward pass, no torch."
+        ),
+    )
+    add_spec_arguments(parser)
+    parser.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for memory (default 1)")
+    parser.add_argument(
+        "--dtype", choices=tuple(DTYPE_BYTES), default="float32", help="element type for memory (default float32)"
+    )
+    parser.add_argument(
+        "--depth",
+        type=_non_negative,
+        metavar="K",
+        help="collapse block instances nested deeper than K into one row with their sums (0 = top-level blocks)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    parser.set_defaults(handler=run_summary)
+
+    explain = subparsers.add_parser(
+        "explain",
+        help="the formulas behind each layer's shape, params, MACs and receptive field, numbers filled in",
+        description=(
+            "Explain layers for learners: output size, params, MACs, FLOPs and receptive field as formulas with the "
+            "numbers filled in, and the dense layer a convolution replaces. LAYER_PATH picks one layer or every "
+            "layer of one block instance (e.g. Stage.1/Basic.0); without it every layer is explained."
+        ),
+    )
+    add_spec_arguments(explain)
+    explain.add_argument("layer", nargs="?", metavar="LAYER_PATH", help="a layer or block instance path")
+    explain.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    explain.set_defaults(handler=run_explain)
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        write_output(output, text)
+    else:
+        print(text, end="")
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from ..analysis import AnalysisError, summarize
+    from ..report import render
+
+    network = load_network(args)
+    try:
+        summary = summarize(network, batch=args.batch, dtype=args.dtype, depth=args.depth)
+    except AnalysisError as error:
+        raise CliError(str(error), exit_code=1) from None
+    _emit(render(summary, args.format), args.output)
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from ..analysis import AnalysisError
+    from ..explain import explain, render_explanations
+
+    network = load_network(args)
+    try:
+        explanations = explain(network, args.layer)
+    except (AnalysisError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        raise CliError(str(message)) from None
+    _emit(render_explanations(network, explanations), args.output)
+    return 0

@@ -1,0 +1,105 @@
+"""ONNX export of a compiled network (an optional extra: ``pip install cnndsl[onnx]``).
+
+The module from :meth:`Network.to_torch` is exported in eval mode with ``torch.onnx.export`` (the torch.export
+based exporter, which needs ``onnx`` and ``onnxscript``), with a dynamic batch dimension, and the result is
+validated with ``onnx.checker.check_model(full_check=True)`` before it is returned. Inputs and outputs keep
+the spec's tensor names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+
+from .network import Network
+
+
+class ExportError(Exception):
+    """ONNX export is unavailable or failed; the message says why in one line."""
+
+
+def _require_onnx() -> None:
+    missing = []
+    for name in ("onnx", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ExportError(
+            f"ONNX export needs the optional packages {' and '.join(missing)}: "
+            "pip install 'cnndsl[onnx]' (or pip install onnx onnxscript)"
+        )
+
+
+def _names(names: list[str], fallback: str) -> list[str]:
+    """Unique tensor names for the ONNX graph (the spec's names, deduplicated)."""
+    seen: set[str] = set()
+    result = []
+    for index, name in enumerate(names):
+        candidate = name or f"{fallback}{index}"
+        base, suffix = candidate, 1
+        while candidate in seen:
+            candidate = f"{base}_{suffix}"
+            suffix += 1
+        seen.add(candidate)
+        result.append(candidate)
+    return result
+
+
+def export_onnx(
+    network: Network,
+    *,
+    batch: int = 1,
+    logits: bool = False,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+) -> bytes:
+    """The network as a checked ONNX model (serialized protobuf bytes).
+
+    ``batch`` is the example batch size used for tracing; with ``dynamic_batch`` the batch dimension of every
+    input stays symbolic (``batch``). Raises :class:`ExportError` when onnx is missing or export fails.
+    """
+    _require_onnx()
+    import onnx
+    import torch
+
+    if batch < 1:
+        raise ExportError(f"batch must be positive, got {batch}")
+    module = network.to_torch(logits=logits).eval()
+    example = tuple(torch.randn(batch, *tensor.shape) for tensor in network.inputs)
+    input_names = _names([t.name for t in network.inputs], "input")
+    output_names = _names([t.name for t in network.outputs], "output")
+    dynamic_shapes = None
+    if dynamic_batch:
+        batch_dim = torch.export.Dim("batch", min=1)
+        dynamic_shapes = tuple({0: batch_dim} for _ in example)
+    log = io.StringIO()
+    try:
+        # The exporter reports progress on stdout and deprecation notices as warnings: keep both off the user's
+        # terminal; the log is quoted when the export fails.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                verbose=False,
+            )
+    except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user gets one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"torch.onnx.export failed: {first}") from error
+    if program is None:  # pragma: no cover - only the legacy exporter returns None
+        raise ExportError("torch.onnx.export returned no program")
+    proto = program.model_proto
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"the exported model fails the onnx checker: {str(error).splitlines()[0]}") from error
+    data: bytes = proto.SerializeToString()
+    return data
