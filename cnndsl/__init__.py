@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .diagnostics import Diagnostic, SpecError, Span
+from .diagnostics import Diagnostic, Span, SpecError
 from .frontend import load, loads
 from .network import Network, Node, Tensor
 

@@ -136,7 +136,9 @@ class Elaborator:
 
     # ---------------------------------------------------------------------------------- network ---
 
-    def network(self, definition: NetworkDef, defaults: dict[str, dict[str, Any]], files: Sequence[str]) -> Network:
+    def network(
+        self, definition: NetworkDef, defaults: dict[str, dict[str, Any]], files: Sequence[str]
+    ) -> Network:
         root = Scope("", (), {}, {}, dict(defaults), POISON)
         inputs: list[Tensor] = []
         overrides = dict(self.options.input_shapes or {})
@@ -164,7 +166,11 @@ class Elaborator:
                     f"--input names '{name}', which is not an input of {definition.name}{did_you_mean(name, known)}",
                 )
         if not definition.inputs:
-            self.report(definition.name_span, f"network {definition.name} declares no input, e.g. (image: [3, 224, 224])", None)
+            self.report(
+                definition.name_span,
+                f"network {definition.name} declares no input, e.g. (image: [3, 224, 224])",
+                None,
+            )
         first = root.tensors[definition.inputs[0].name] if definition.inputs else POISON
         root.block_input = first
         results = self.body(definition.body, root, first)
@@ -173,7 +179,9 @@ class Elaborator:
             if ref.shape is not None:
                 label = name or ("output" if len(results) == 1 else f"output{index}")
                 outputs.append(Tensor(label, ref.node, ref.shape))
-        return Network(definition.name, self.nodes, inputs, outputs, definition.span, self.sources, tuple(files))
+        return Network(
+            definition.name, self.nodes, inputs, outputs, definition.span, self.sources, tuple(files)
+        )
 
     def _input_shape(self, expr: Expr, scope: Scope) -> Shape | None:
         try:
@@ -229,7 +237,9 @@ class Elaborator:
         if ops.get(name) is not None:
             raise LocatedError(span, f"tensor name '{name}' would shadow the op {name}; choose another name")
         if name in self.blocks:
-            raise LocatedError(span, f"tensor name '{name}' would shadow the block {name}; choose another name")
+            raise LocatedError(
+                span, f"tensor name '{name}' would shadow the block {name}; choose another name"
+            )
         if name in scope.values:
             raise LocatedError(span, f"tensor name '{name}' would shadow the parameter {name}")
 
@@ -240,14 +250,21 @@ class Elaborator:
         if not isinstance(expected, list) or any(
             not (v is WILDCARD or (isinstance(v, int) and not isinstance(v, bool))) for v in expected
         ):
-            raise LocatedError(expr.span, f"a shape assertion is a list like [C, H, W] (? matches any), got {expr_text(expr)}")
+            raise LocatedError(
+                expr.span,
+                f"a shape assertion is a list like [C, H, W] (? matches any), got {expr_text(expr)}",
+            )
         shown = "[" + ", ".join("?" if v is WILDCARD else str(v) for v in expected) + "]"
         if len(expected) != len(ref.shape) or any(
             v is not WILDCARD and v != d for v, d in zip(expected, ref.shape, strict=False)
         ):
-            raise LocatedError(expr.span, f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}")
+            raise LocatedError(
+                expr.span, f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}"
+            )
 
-    def defaults(self, stmt: Defaults, scope: Scope, current: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def defaults(
+        self, stmt: Defaults, scope: Scope, current: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
         updated = {op: dict(values) for op, values in current.items()}
         for call in stmt.calls:
             op = ops.get(call.name)
@@ -255,9 +272,14 @@ class Elaborator:
                 candidates = [n for n, o in ops.REGISTRY.items() if not o.variadic]
                 if call.name in self.blocks:
                     raise LocatedError(call.name_span, f"defaults apply to ops, and {call.name} is a block")
-                raise LocatedError(call.name_span, f"unknown op '{call.name}' in defaults{did_you_mean(call.name, candidates)}")
+                raise LocatedError(
+                    call.name_span,
+                    f"unknown op '{call.name}' in defaults{did_you_mean(call.name, candidates)}",
+                )
             if call.args:
-                raise LocatedError(call.args[0].span, "defaults take keyword arguments only, e.g. defaults conv(bias=false)")
+                raise LocatedError(
+                    call.args[0].span, "defaults take keyword arguments only, e.g. defaults conv(bias=false)"
+                )
             for kwarg in call.kwargs:
                 spec = op.param(kwarg.name)
                 if spec is None:
@@ -301,7 +323,8 @@ class Elaborator:
         if name in scope.tensors:
             if not head:
                 raise LocatedError(
-                    expr.span, f"tensor '{name}' can only start a chain; inside one it would discard its input"
+                    expr.span,
+                    f"tensor '{name}' can only start a chain; inside one it would discard its input",
                 )
             ref = scope.tensors[name]
             if ref.shape is None:
@@ -330,13 +353,17 @@ class Elaborator:
 
     def _apply_call(self, call: Call, scope: Scope, x: Ref) -> Ref:
         if call.name in scope.tensors:
-            raise LocatedError(call.name_span, f"'{call.name}' is a tensor, not a layer; it takes no arguments")
+            raise LocatedError(
+                call.name_span, f"'{call.name}' is a tensor, not a layer; it takes no arguments"
+            )
         if call.name in self.blocks:
             return self._instantiate(self.blocks[call.name], call, scope, x)
         op = ops.get(call.name)
         if op is None:
             names = [*self.blocks, *ops.REGISTRY]
-            raise LocatedError(call.name_span, f"unknown op or block '{call.name}'{did_you_mean(call.name, names)}")
+            raise LocatedError(
+                call.name_span, f"unknown op or block '{call.name}'{did_you_mean(call.name, names)}"
+            )
         if op.variadic:
             return self._merge(op, call, scope, x)
         return self._op(op, call, scope, x)
@@ -350,7 +377,9 @@ class Elaborator:
         if isinstance(expr.left, Number | String | ListExpr | Neg | Wildcard | Attr) or (
             isinstance(expr.left, Name) and expr.left.id in scope.values
         ):
-            raise LocatedError(expr.left.span, f"'* {count}' repeats a layer, but {expr_text(expr.left)} is a value")
+            raise LocatedError(
+                expr.left.span, f"'* {count}' repeats a layer, but {expr_text(expr.left)} is a value"
+            )
         if count == 0:
             return x
         before = len(self.nodes)
@@ -376,7 +405,8 @@ class Elaborator:
         if len(call.args) > len(names):
             extra = call.args[len(names)]
             raise LocatedError(
-                extra.span, f"{what} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(call.args)}"
+                extra.span,
+                f"{what} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(call.args)}",
             )
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
@@ -386,10 +416,13 @@ class Elaborator:
         for kwarg in call.kwargs:
             if kwarg.name not in names:
                 raise LocatedError(
-                    kwarg.span, f"unknown parameter '{kwarg.name}' for {what}{did_you_mean(kwarg.name, names)}"
+                    kwarg.span,
+                    f"unknown parameter '{kwarg.name}' for {what}{did_you_mean(kwarg.name, names)}",
                 )
             if kwarg.name in values:
-                raise LocatedError(kwarg.span, f"parameter '{kwarg.name}' given twice (by position and by name)")
+                raise LocatedError(
+                    kwarg.span, f"parameter '{kwarg.name}' given twice (by position and by name)"
+                )
             values[kwarg.name] = self.value(kwarg.value, scope)
             spans[kwarg.name] = kwarg.value.span
         return values, spans
@@ -417,7 +450,9 @@ class Elaborator:
         self, error: OpError, call: Call, spans: dict[str, Span], values: dict[str, Any], scope: Scope
     ) -> LocatedError:
         value = values.get(error.param) if error.param else None
-        wanted_number = any(w in error.message for w in ("must be an integer", "must be a number", "true or false"))
+        wanted_number = any(
+            w in error.message for w in ("must be an integer", "must be a number", "true or false")
+        )
         if isinstance(value, Symbol) and wanted_number:
             if value in self.blocks or ops.get(value) is not None:
                 return LocatedError(value.span, f"{error.message}; '{value}' is a layer, not a value")
@@ -470,7 +505,13 @@ class Elaborator:
         if x.shape == target:
             return x
         source = x.shape
-        if len(source) != 3 or len(target) != 3 or target[1] == 0 or source[1] % target[1] or source[2] % target[2]:
+        if (
+            len(source) != 3
+            or len(target) != 3
+            or target[1] == 0
+            or source[1] % target[1]
+            or source[2] % target[2]
+        ):
             raise LocatedError(
                 branch.span, f"shortcut cannot project {fmt_shape(source)} to {fmt_shape(target)}"
             )
@@ -478,19 +519,36 @@ class Elaborator:
         prefix = scope.fresh("shortcut") + "/"
         inner = Scope(prefix, scope.frames, scope.values, scope.tensors, scope.defaults, scope.block_input)
         conv = ops.REGISTRY["conv"]
-        args = ops.resolve_args(conv, {"channels": target[0], "kernel": 1, "stride": list(stride), "bias": False})
+        args = ops.resolve_args(
+            conv, {"channels": target[0], "kernel": 1, "stride": list(stride), "bias": False}
+        )
         shape = conv.shape([source], args)
         if shape != target:
-            raise LocatedError(branch.span, f"shortcut cannot project {fmt_shape(source)} to {fmt_shape(target)}")
+            raise LocatedError(
+                branch.span, f"shortcut cannot project {fmt_shape(source)} to {fmt_shape(target)}"
+            )
         conv_node = self._add_node("conv", args, inner.fresh("conv"), branch.span, inner, [x], shape)
         bn = ops.REGISTRY["bn"]
         bn_node = self._add_node(
-            "bn", ops.resolve_args(bn, {}), inner.fresh("bn"), branch.span, inner, [Ref(conv_node.id, shape)], shape
+            "bn",
+            ops.resolve_args(bn, {}),
+            inner.fresh("bn"),
+            branch.span,
+            inner,
+            [Ref(conv_node.id, shape)],
+            shape,
         )
         return Ref(bn_node.id, shape)
 
     def _add_node(
-        self, op: str, args: dict[str, Any], path: str, span: Span, scope: Scope, inputs: Sequence[Ref], shape: Shape
+        self,
+        op: str,
+        args: dict[str, Any],
+        path: str,
+        span: Span,
+        scope: Scope,
+        inputs: Sequence[Ref],
+        shape: Shape,
     ) -> Node:
         if len(self.nodes) >= self.options.node_budget:
             self.sink.add(
@@ -530,7 +588,9 @@ class Elaborator:
         if x.shape is None:
             raise _Poisoned()
         path = scope.fresh(definition.name)
-        inner = Scope(path + "/", scope.frames, {}, {}, dict(block.defaults), x, (*scope.active, definition.name))
+        inner = Scope(
+            path + "/", scope.frames, {}, {}, dict(block.defaults), x, (*scope.active, definition.name)
+        )
         for param in definition.params:
             if param.name in values:
                 inner.values[param.name] = values[param.name]
@@ -539,13 +599,16 @@ class Elaborator:
                 inner.values[param.name] = self.value(param.default, inner)
             else:
                 raise LocatedError(
-                    call.span, f"block {definition.name} needs '{param.name}' (its parameters: {', '.join(names)})"
+                    call.span,
+                    f"block {definition.name} needs '{param.name}' (its parameters: {', '.join(names)})",
                 )
         shown = ", ".join(f"{k}={_show(v)}" for k, v in inner.values.items())
         inner.frames = (*scope.frames, Frame(path, definition.name, f"{definition.name}({shown})", call.span))
         results = self.body(definition.body, inner, x)
         if len(results) != 1:
-            raise LocatedError(call.span, f"block {definition.name} returns {len(results)} tensors; a block returns one")
+            raise LocatedError(
+                call.span, f"block {definition.name} returns {len(results)} tensors; a block returns one"
+            )
         ref = results[0][1]
         if ref.shape is None:
             raise _Poisoned()
@@ -572,7 +635,8 @@ class Elaborator:
                 return expr.id == "true"
             if expr.id in scope.tensors:
                 raise LocatedError(
-                    expr.span, f"tensor '{expr.id}' used as a value; use {expr.id}.c, {expr.id}.h or {expr.id}.w"
+                    expr.span,
+                    f"tensor '{expr.id}' used as a value; use {expr.id}.c, {expr.id}.h or {expr.id}.w",
                 )
             symbol = Symbol(expr.id)
             symbol.span = expr.span
@@ -637,7 +701,8 @@ class Elaborator:
         index = dims[expr.attr]
         if index >= len(ref.shape):
             raise LocatedError(
-                expr.span, f"{expr.base} is flat {fmt_shape(ref.shape)}: it has .c (its features) but no .h or .w"
+                expr.span,
+                f"{expr.base} is flat {fmt_shape(ref.shape)}: it has .c (its features) but no .h or .w",
             )
         return ref.shape[index]
 

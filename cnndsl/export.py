@@ -16,7 +16,11 @@ from .network import Network
 
 
 class ExportError(Exception):
-    """ONNX export is unavailable or failed; the message says why in one line."""
+    """ONNX export failed; the message says why in one line."""
+
+
+class OnnxUnavailable(ExportError):
+    """The optional onnx packages are not installed."""
 
 
 def _require_onnx() -> None:
@@ -27,7 +31,7 @@ def _require_onnx() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise ExportError(
+        raise OnnxUnavailable(
             f"ONNX export needs the optional packages {' and '.join(missing)}: "
             "pip install 'cnndsl[onnx]' (or pip install onnx onnxscript)"
         )

@@ -95,9 +95,7 @@ class _Loader:
         previous = self.program.blocks.get(item.name)
         if previous is not None:
             where = previous.definition.name_span
-            self.sink.add(
-                Diagnostic(item.name_span, f"block {item.name} is already defined at {where}")
-            )
+            self.sink.add(Diagnostic(item.name_span, f"block {item.name} is already defined at {where}"))
             return
         seen: set[str] = set()
         for param in item.params:
@@ -122,7 +120,9 @@ class _Loader:
         try:
             data = target.read_bytes()
         except OSError as error:
-            reason = "no such file" if isinstance(error, FileNotFoundError) else (error.strerror or str(error))
+            reason = (
+                "no such file" if isinstance(error, FileNotFoundError) else (error.strerror or str(error))
+            )
             raise LocatedError(item.span, f'cannot import "{item.path}": {reason}') from None
         self._loaded.add(target)
         file = os.path.relpath(target) if not os.path.isabs(item.path) else str(target)
@@ -168,7 +168,10 @@ def _build_checked(
             candidates = [c for c in candidates if c[0].name == network]
             if not candidates:
                 names = ", ".join(n.name for n, _ in program.networks) or "none"
-                raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), f"no network named {network} (networks: {names})")], program.sources)
+                raise SpecError(
+                    [Diagnostic(Span(file, 1, 1, 1, 2), f"no network named {network} (networks: {names})")],
+                    program.sources,
+                )
         if not candidates:
             blocks = len(program.blocks)
             message = f"no network defined ({blocks} block{'s' if blocks != 1 else ''}); write network Name(input: [C, H, W]) {{ ... }}"
@@ -176,7 +179,12 @@ def _build_checked(
         if len(candidates) > 1:
             names = ", ".join(n.name for n, _ in candidates)
             raise SpecError(
-                [Diagnostic(candidates[1][0].name_span, f"the file defines several networks ({names}); choose one with --network")],
+                [
+                    Diagnostic(
+                        candidates[1][0].name_span,
+                        f"the file defines several networks ({names}); choose one with --network",
+                    )
+                ],
                 program.sources,
             )
         definition, defaults = candidates[0]
@@ -192,16 +200,25 @@ def _build_checked(
         if sink.items or result is None:
             raise SpecError(sink.items, program.sources)
         if not result.outputs:
-            raise SpecError([Diagnostic(definition.name_span, f"network {definition.name} has no output")], program.sources)
+            raise SpecError(
+                [Diagnostic(definition.name_span, f"network {definition.name} has no output")],
+                program.sources,
+            )
         return result
     except SpecError:
         raise
     except LocatedError as error:
-        raise SpecError([*sink.items, Diagnostic(error.span, error.message, notes=error.notes)], program.sources) from None
+        raise SpecError(
+            [*sink.items, Diagnostic(error.span, error.message, notes=error.notes)], program.sources
+        ) from None
     except RecursionError:
-        raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), "spec nested too deeply")], program.sources) from None
+        raise SpecError(
+            [Diagnostic(Span(file, 1, 1, 1, 2), "spec nested too deeply")], program.sources
+        ) from None
     except MemoryError:
-        raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), "out of memory while checking the spec")], program.sources) from None
+        raise SpecError(
+            [Diagnostic(Span(file, 1, 1, 1, 2), "out of memory while checking the spec")], program.sources
+        ) from None
     except Exception as error:  # noqa: BLE001 - the API promises SpecError only; a bug must still be located
         message = f"internal error, please report: {type(error).__name__}: {error}"
         raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), message)], program.sources) from error

@@ -235,7 +235,7 @@ def _padding(args: Args) -> tuple[int, int]:
         if eh % 2 or ew % 2:
             raise OpError(f"padding=same needs an odd kernel, got {kh}x{kw}", "padding")
         return (eh // 2, ew // 2)
-    return tuple(padding)  # type: ignore[return-value]
+    return (int(padding[0]), int(padding[1]))
 
 
 def _window_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
@@ -279,7 +279,7 @@ def _window_rf(args: Args) -> RFRule:
     return RFRule((dh * (kh - 1) + 1, dw * (kw - 1) + 1), (float(sh), float(sw)), _padding(args))
 
 
-def _kxk(pair: tuple[int, int]) -> str:
+def _kxk(pair: tuple[int, ...]) -> str:
     return f"{pair[0]}x{pair[1]}"
 
 
@@ -435,7 +435,11 @@ register(
         name="maxpool",
         family="pool",
         doc="max pooling (torch.nn.MaxPool2d)",
-        params=(*_POOL_PARAMS[:3], ParamSpec("dilation", "pair", 1, minimum=1, doc="dilation"), _POOL_PARAMS[3]),
+        params=(
+            *_POOL_PARAMS[:3],
+            ParamSpec("dilation", "pair", 1, minimum=1, doc="dilation"),
+            _POOL_PARAMS[3],
+        ),
         shape=_pool_shape("maxpool"),
         costs=_window_flops,
         rf=lambda shapes, out, args: _window_rf(args),
@@ -523,7 +527,9 @@ register(
         shape=_adaptive_shape,
         costs=lambda shapes, out, args: Costs(flops=numel(shapes[0])),
         rf=_adaptive_rf,
-        torch=lambda shapes, out, args: TorchModule("AdaptiveAvgPool2d", {"output_size": tuple(args["size"])}),
+        torch=lambda shapes, out, args: TorchModule(
+            "AdaptiveAvgPool2d", {"output_size": tuple(args["size"])}
+        ),
         label=lambda args: f"adaptive_avgpool → {_kxk(args['size'])}",
         flops_rule="one per input element",
     )
@@ -577,7 +583,8 @@ register(
         costs=lambda shapes, out, args: Costs(flops=(2 * args["size"] + 3) * numel(out)),
         rf=_pointwise_rf,
         torch=lambda shapes, out, args: TorchModule(
-            "LocalResponseNorm", {"size": args["size"], "alpha": args["alpha"], "beta": args["beta"], "k": args["k"]}
+            "LocalResponseNorm",
+            {"size": args["size"], "alpha": args["alpha"], "beta": args["beta"], "k": args["k"]},
         ),
         label=lambda args: f"lrn {args['size']}",
         flops_rule="(2·size + 3) per element: the window's squares and sums, then add, power and divide",
@@ -645,7 +652,9 @@ register(
         name="dropout",
         family="regularizer",
         doc="zero elements with probability p while training (torch.nn.Dropout)",
-        params=(ParamSpec("p", "float", 0.5, minimum=0, maximum=1, exclusive_max=True, doc="drop probability"),),
+        params=(
+            ParamSpec("p", "float", 0.5, minimum=0, maximum=1, exclusive_max=True, doc="drop probability"),
+        ),
         shape=_same_shape,
         costs=_free,
         rf=_pointwise_rf,
@@ -832,10 +841,10 @@ def _merge(name: str, doc: str, shape: Callable[[list[Shape], Args], Shape], flo
     )
 
 
-_merge("add", "elementwise sum of branches: add(A | B | ...)", _add_shape, "(branches − 1) per element", "add")
 _merge(
-    "concat", "join branches along channels: concat(A | B | ...)", _concat_shape, "0 (a copy)", "concat"
+    "add", "elementwise sum of branches: add(A | B | ...)", _add_shape, "(branches − 1) per element", "add"
 )
+_merge("concat", "join branches along channels: concat(A | B | ...)", _concat_shape, "0 (a copy)", "concat")
 _merge(
     "mul",
     "elementwise product of branches; a [C] branch broadcasts over [C, H, W] (squeeze-and-excitation)",

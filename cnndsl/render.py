@@ -37,10 +37,11 @@ if TYPE_CHECKING:
 Depth = int | None | Literal["auto"]
 """An instance nesting depth, ``None`` for every node, or ``"auto"``."""
 
-AUTO_NODE_LIMIT = 150
+AUTO_NODE_LIMIT = 100
 """``depth="auto"`` collapses blocks until the drawing has at most this many boxes. Past it, a diagram stops
-being something one reads: GoogLeNet in full (143 boxes) is still readable, ResNet-152 (515) and DenseNet-121
-(427) are not, and collapse to their 57 and 78 boxes at depth 1."""
+being something one reads on a page. ResNet-18 (69 boxes) is drawn in full; GoogLeNet (143) collapses to its 26
+boxes at depth 0, one per Inception; ResNet-152 (515) and DenseNet-121 (427) collapse to 57 and 79 boxes at
+depth 1 (stages as clusters, one box per residual block or dense layer)."""
 
 MERGE_SYMBOLS = {"add": "⊕", "concat": "∥", "mul": "⊗"}
 
@@ -316,6 +317,7 @@ def build(network: Network, depth: Depth = "auto", costs: bool = True, shapes: b
 
     links: list[Link] = []
     seen: set[tuple[int, str]] = set()
+    labelled: set[int] = set()
     by_id = {node.id: node for node in network.nodes}
     for node in network.nodes:
         head = box_of[node.id]
@@ -327,9 +329,14 @@ def build(network: Network, depth: Depth = "auto", costs: bool = True, shapes: b
             seen.add((source_id, head))
             source = by_id[source_id]
             changed = tail.startswith("g") or (
-                source.op != "input" and source.input_shapes and source.shape != source.input_shapes[0]
+                source.op != "input" and bool(source.input_shapes) and source.shape != source.input_shapes[0]
             )
-            links.append(Link(tail, head, shape_text(source.shape) if shapes and changed else ""))
+            # A tensor feeding several branches is labelled once, on its first edge: four copies of the same
+            # shape around an Inception block's entry are noise.
+            label = shapes and changed and source_id not in labelled
+            if label:
+                labelled.add(source_id)
+            links.append(Link(tail, head, shape_text(source.shape) if label else ""))
 
     for index, tensor in enumerate(network.outputs):
         out = Box(
@@ -378,14 +385,16 @@ def _colours(family: str) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------------ graphviz ---
 
 
-def _html(title: str, details: tuple[str, ...], bold: bool = False, size: int = 8) -> str:
+def _html(title: str, details: tuple[str, ...], bold: bool = False, size: int = 8, align: str = "") -> str:
+    # align="left" ends each line with <br align="left"/>, which left-aligns it (cluster titles sit at the left).
+    brk = f'<br align="{align}"/>' if align else "<br/>"
     text = html.escape(title, quote=False)
     lines = [f"<b>{text}</b>" if bold else text]
     for detail in details:
         lines.append(
             f'<font point-size="{size}" color="{_DETAIL_COLOUR}">{html.escape(detail, quote=False)}</font>'
         )
-    return "<" + "<br/>".join(lines) + ">"
+    return "<" + brk.join(lines) + (brk if align else "") + ">"
 
 
 def _legend(diagram: Diagram) -> str:
@@ -396,13 +405,14 @@ def _legend(diagram: Diagram) -> str:
         if family == "merge":
             name = "  ".join(f"{MERGE_SYMBOLS[m]} {m}" for m in diagram.merges)
         cells.append(f'<td bgcolor="{fill}" color="{border}">{html.escape(name, quote=False)}</td>')
-    rows = ["".join(cells[i : i + 5]) for i in range(0, len(cells), 5)]
-    return (
-        '<table border="0" cellborder="1" cellspacing="3" cellpadding="3">'
-        + "".join(f'<tr><td border="0" align="right"><font color="{_DETAIL_COLOUR}">legend</font></td>{r}</tr>'
-                  if i == 0 else f'<tr><td border="0"></td>{r}</tr>' for i, r in enumerate(rows))
-        + "</table>"
-    )
+    # One small table per row, so a long name in one row does not widen the cells of the others.
+    rows = [
+        '<tr><td><table border="0" cellborder="1" cellspacing="2" cellpadding="2"><tr>'
+        + "".join(cells[start : start + 5])
+        + "</tr></table></td></tr>"
+        for start in range(0, len(cells), 5)
+    ]
+    return f'<table border="0" cellspacing="0" cellpadding="0">{"".join(rows)}</table>'
 
 
 def _title(diagram: Diagram, legend: bool) -> str:
@@ -414,7 +424,10 @@ def _title(diagram: Diagram, legend: bool) -> str:
     body = "<br/>".join(lines)
     if not legend or not diagram.families:
         return f"<{body}>"
-    return f'<<table border="0" cellspacing="0"><tr><td>{body}</td></tr><tr><td>{_legend(diagram)}</td></tr></table>>'
+    return (
+        '<<table border="0" cellspacing="0" cellpadding="2">'
+        f'<tr><td>{body}</td></tr><tr><td><font point-size="9">{_legend(diagram)}</font></td></tr></table>>'
+    )
 
 
 def to_graphviz(
@@ -434,6 +447,8 @@ def to_graphviz(
         name=network.name,
         graph_attr={
             "rankdir": rankdir,
+            # Children in edge order, so branches run left to right (or top to bottom) as written.
+            "ordering": "out",
             "label": _title(diagram, legend),
             "labelloc": "t",
             "fontname": _FONT,
@@ -480,7 +495,7 @@ def to_graphviz(
                 continue
             with target.subgraph(name=item.id) as sub:
                 sub.attr(
-                    label=_html(item.frame.call, item.details, bold=True),
+                    label=_html(item.frame.call, item.details, bold=True, align="left"),
                     labeljust="l",
                     style="rounded,dashed",
                     color="#999999",

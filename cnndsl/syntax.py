@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -110,7 +110,7 @@ class Group:
     span: Span
 
 
-Expr = Union[Number, String, Wildcard, Name, Attr, Call, Chain, Branches, BinOp, Neg, ListExpr, Group]
+Expr = Number | String | Wildcard | Name | Attr | Call | Chain | Branches | BinOp | Neg | ListExpr | Group
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class Defaults:
     span: Span
 
 
-Stmt = Union[ExprStmt, Assign, Return, Defaults]
+Stmt = ExprStmt | Assign | Return | Defaults
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class NetworkDef:
     name_span: Span
 
 
-Item = Union[Import, Defaults, BlockDef, NetworkDef]
+Item = Import | Defaults | BlockDef | NetworkDef
 
 
 @dataclass(frozen=True)
@@ -296,21 +296,40 @@ def _terminal_words() -> dict[str, str]:
 
 
 _CLOSERS_WORDS = ("COMMA", "RPAR", "RSQB", "RBRACE", "_NL", "$END")
-_OPERATORS = {"PLUS", "MINUS", "STAR", "SLASH", "PERCENT", "_ARROW", "VBAR", "COLON", "DOT", "LPAR", "EQUAL", "__ANON_0"}
+_OPERATORS = {
+    "PLUS",
+    "MINUS",
+    "STAR",
+    "SLASH",
+    "PERCENT",
+    "_ARROW",
+    "VBAR",
+    "COLON",
+    "DOT",
+    "LPAR",
+    "EQUAL",
+    "__ANON_0",
+}
 
 
 def _describe_expected(expected: set[str], inside: str | None = None) -> str:
     """Friendly words for what could come next; ``inside`` is the innermost open bracket's terminal name."""
     words = _terminal_words()
-    context = {"LPAR": ("COMMA", "RPAR"), "LSQB": ("COMMA", "RSQB")}.get(inside or "", ("_NL", "RBRACE", "$END"))
+    context = {"LPAR": ("COMMA", "RPAR"), "LSQB": ("COMMA", "RSQB")}.get(
+        inside or "", ("_NL", "RBRACE", "$END")
+    )
     expected = {e for e in expected if e not in _CLOSERS_WORDS or e in context} or expected
     if {"NAME", "NUMBER"} <= expected:
         # An expression could start here; listing every operator would bury the point.
         rest = sorted(words.get(e, e) for e in expected if e in _CLOSERS_WORDS)
         return "an expression" + (" or " + " or ".join(rest) if rest else "")
     closers = [e for e in _CLOSERS_WORDS if e in expected]
-    if closers and all(e in _OPERATORS or e in _CLOSERS_WORDS or words.get(e, "").strip("'") in
-                       ("+", "-", "*", "/", "//", "%", "->", "|", ":", ".", "(", "=") for e in expected):
+    if closers and all(
+        e in _OPERATORS
+        or e in _CLOSERS_WORDS
+        or words.get(e, "").strip("'") in ("+", "-", "*", "/", "//", "%", "->", "|", ":", ".", "(", "=")
+        for e in expected
+    ):
         # Only operators could continue the expression; what the user most likely missed is a separator.
         names = [words.get(e, e) for e in closers]
         return " or ".join(names)
@@ -364,7 +383,8 @@ def _syntax_error(file: str, text: str, error: UnexpectedInput, open_brackets: l
         inside = open_brackets[-1].type if open_brackets else None
         return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected, inside)}")
     if isinstance(error, UnexpectedCharacters):
-        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else "?"
+        position = error.pos_in_stream or 0
+        char = text[position] if position < len(text) else "?"
         span = Span(file, error.line, error.column, error.line, error.column + 1)
         if char == '"':
             return LocatedError(span, "unterminated string (strings end on the same line)")

@@ -229,7 +229,9 @@ def test_check_does_not_import_torch() -> None:
         "code = main(['check', 'specs/resnet152.cnn'])\n"
         "assert code == 0, code\nassert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 

@@ -59,7 +59,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow imports outside the spec's directory tree",
     )
-    parser.add_argument("--max-errors", type=int, default=20, metavar="N", help="stop after N errors (default 20)")
+    parser.add_argument(
+        "--max-errors", type=int, default=20, metavar="N", help="stop after N errors (default 20)"
+    )
 
 
 def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
@@ -74,7 +76,9 @@ def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     return (name or None), shape
 
 
-def load_network(args: argparse.Namespace, json_errors: bool = False, quiet_no_network: bool = False) -> Network:
+def load_network(
+    args: argparse.Namespace, json_errors: bool = False, quiet_no_network: bool = False
+) -> Network:
     """Load ``args.file``; on spec errors print them (text or JSON) and raise :class:`SpecFailed`."""
     from .. import load
 

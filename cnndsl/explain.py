@@ -1,0 +1,281 @@
+"""``cnndsl explain``: each layer's formulas with the numbers filled in, for learners.
+
+For a convolution: the output size ``floor((H + 2p − d(k−1) − 1)/s) + 1``, the params ``(k·k·Cin/g + 1)·Cout``,
+the MACs, the receptive-field recurrence, and the dense layer the convolution replaces (local connectivity and weight
+sharing, the comparison CNN courses teach). Other ops get the parts that apply to them.
+
+The formulas are written out here to teach them, but every figure shown as the result comes from the op registry
+(the same numbers ``cnndsl summary`` prints). Each explanation also records :class:`Check` pairs (the value the
+formula gives, the value of the registry or shape rule) so the tests can prove the two always agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .analysis import AnalysisError, LayerCost, ReceptiveField, analyse_layers, conventions, format_count
+from .diagnostics import did_you_mean
+from .network import Network, Node
+from .ops import REGISTRY, RFRule, fmt_shape, numel
+
+AXES = ("H", "W")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A formula's value next to the registry's (or the shape rule's) value for the same quantity."""
+
+    what: str
+    formula: float
+    registry: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The explanation of one layer: a title, where it was written, and the lines of text."""
+
+    path: str
+    title: str
+    location: str
+    lines: tuple[str, ...]
+    checks: tuple[Check, ...]
+
+
+def explain(network: Network, path: str | None = None) -> list[Explanation]:
+    """Explain the layer at ``path``, every layer inside the block instance ``path`` (``Stage.1/Basic.0``), or every
+    layer when ``path`` is None. Raises ``KeyError`` (with close matches) for an unknown path."""
+    layers = analyse_layers(network)
+    if path is not None:
+        path = path.strip("/")
+        chosen = [layer for layer in layers if layer.path == path or layer.path.startswith(path + "/")]
+        if not chosen:
+            raise KeyError(f"no layer or block instance '{path}'{did_you_mean(path, _known_paths(layers))}")
+    else:
+        chosen = layers
+    fields: dict[int, ReceptiveField] = {layer.id: layer.receptive_field for layer in layers}
+    for node in network.nodes:
+        if node.op == "input":
+            extent = tuple(node.shape[1:]) if len(node.shape) == 3 else tuple(node.shape)
+            fields[node.id] = ReceptiveField.identity(extent)
+    return [_explain_layer(network.nodes[layer.id], layer, fields) for layer in chosen]
+
+
+def _known_paths(layers: list[LayerCost]) -> list[str]:
+    paths = {layer.path for layer in layers}
+    for layer in layers:
+        paths.update(layer.frames)
+    return sorted(paths)
+
+
+def render_explanations(network: Network, explanations: list[Explanation]) -> str:
+    """The explanations as text, after a short header that states the conventions."""
+    notes = conventions()
+    inputs = ", ".join(f"{t.name} {fmt_shape(t.shape)}" for t in network.inputs)
+    out = [
+        f"network {network.name}: input {inputs}; {len(explanations)} layer(s) explained",
+        f"MACs: {notes['macs']}. {notes['flops']}.",
+        "Shapes are [C, H, W] per sample; p = padding, s = stride, d = dilation, g = groups, k = kernel.",
+    ]
+    for item in explanations:
+        out += ["", f"{item.title}   ({item.location})", *("  " + line for line in item.lines)]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ layers ---
+
+
+def _explain_layer(node: Node, layer: LayerCost, fields: dict[int, ReceptiveField]) -> Explanation:
+    op = REGISTRY.get(node.op)
+    if op is None:
+        raise AnalysisError(f"{node.path}: op '{node.op}' has no registry entry")
+    lines: list[str] = []
+    checks: list[Check] = []
+    in_shapes = [fmt_shape(s) for s in node.input_shapes]
+    lines.append(f"{op.doc}")
+    lines.append(f"input {' | '.join(in_shapes)} -> output {fmt_shape(node.shape)}")
+    rule = op.rf(list(node.input_shapes), node.shape, node.args)
+    if "kernel" in node.args and rule is not None and len(node.input_shapes[0]) == 3:
+        _output_size(node, rule, lines, checks)
+    if op.family == "conv":
+        _conv_costs(node, layer, lines, checks)
+    elif op.family == "linear":
+        _linear_costs(node, layer, lines, checks)
+    else:
+        lines.append(f"Params: {format_count(layer.params)}" + ("" if layer.params else " (nothing to learn)"))
+        if layer.buffers:
+            lines.append(f"Buffers (not trained): {format_count(layer.buffers)}")
+        if op.family == "norm" and layer.params:
+            channels = node.input_shapes[0][0]
+            lines.append(f"  = 2·C (scale γ and shift β per channel) = 2·{channels} = {format_count(2 * channels)}")
+            checks.append(Check("params", 2 * channels, layer.params))
+            if layer.buffers:
+                lines.append(
+                    f"  buffers = 2·C + 1 (running mean, running variance, batch counter) = 2·{channels} + 1 "
+                    f"= {format_count(2 * channels + 1)}"
+                )
+                checks.append(Check("buffers", 2 * channels + 1, layer.buffers))
+        lines.append(f"MACs: {format_count(layer.macs)}" + ("" if layer.macs else " (only conv and linear count)"))
+    lines.append(f"FLOPs: {format_count(layer.flops)}   rule: {op.flops_rule}")
+    _receptive_field(node, rule, layer, fields, lines, checks)
+    if op.family == "conv":
+        _dense_comparison(node, layer, lines, checks)
+    elif op.family == "linear":
+        lines.append(
+            "A linear layer is the dense layer itself: every input feature connects to every output, "
+            "with no weight sharing."
+        )
+    location = f"{node.span.file}:{node.span.line}:{node.span.column}"
+    within = f" in {node.frames[-1].call}" if node.frames else ""
+    return Explanation(node.path, f"{node.path} — {layer.label}{within}", location, tuple(lines), tuple(checks))
+
+
+def _output_size(node: Node, rule: RFRule, lines: list[str], checks: list[Check]) -> None:
+    args = node.args
+    ceil = bool(args.get("ceil", False))
+    dilation = args.get("dilation", (1, 1))
+    name = "ceil" if ceil else "floor"
+    lines.append(f"Output size per axis: {name}((H + 2p − d(k−1) − 1)/s) + 1")
+    if ceil:
+        lines.append("  (ceil mode: a last window that would start in the right padding is dropped, as in torch)")
+    for axis, label in enumerate(AXES):
+        size = node.input_shapes[0][axis + 1]
+        k, s, p, d = args["kernel"][axis], args["stride"][axis], rule.padding[axis], dilation[axis]
+        span = size + 2 * p - d * (k - 1) - 1
+        out = (-(-span // s) if ceil else span // s) + 1
+        if ceil and (out - 1) * s >= size + p:
+            out -= 1
+        lines.append(
+            f"  {label}: {name}(({size} + 2·{p} − {d}·({k}−1) − 1)/{s}) + 1 = {name}({span}/{s}) + 1 = {out}"
+        )
+        checks.append(Check(f"output {label}", out, node.shape[axis + 1]))
+
+
+def _conv_costs(node: Node, layer: LayerCost, lines: list[str], checks: list[Check]) -> None:
+    args = node.args
+    cin, cout, groups = node.input_shapes[0][0], node.shape[0], args["groups"]
+    kh, kw = args["kernel"]
+    bias = 1 if args["bias"] else 0
+    per_output = kh * kw * (cin // groups)
+    params = (per_output + bias) * cout
+    note = "" if bias else "   (bias=false: + 0)"
+    lines.append(
+        f"Params: (kh·kw·Cin/g + bias)·Cout = ({kh}·{kw}·{cin}/{groups} + {bias})·{cout} "
+        f"= {format_count(layer.params)}{note}"
+    )
+    checks.append(Check("params", params, layer.params))
+    _, oh, ow = node.shape
+    macs = oh * ow * cout * per_output
+    lines.append(
+        f"MACs: Hout·Wout·Cout · kh·kw·Cin/g = {oh}·{ow}·{cout} · {kh}·{kw}·{cin}/{groups} "
+        f"= {format_count(oh * ow * cout)} · {format_count(per_output)} = {format_count(layer.macs)}"
+    )
+    checks.append(Check("macs", macs, layer.macs))
+
+
+def _linear_costs(node: Node, layer: LayerCost, lines: list[str], checks: list[Check]) -> None:
+    fin, fout = node.input_shapes[0][0], node.shape[0]
+    bias = 1 if node.args["bias"] else 0
+    lines.append(
+        f"Params: (in + bias)·out = ({fin} + {bias})·{fout} = {format_count(layer.params)}"
+        + ("" if bias else "   (bias=false: + 0)")
+    )
+    checks.append(Check("params", (fin + bias) * fout, layer.params))
+    lines.append(f"MACs: in·out = {fin}·{fout} = {format_count(layer.macs)}")
+    checks.append(Check("macs", fin * fout, layer.macs))
+
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _receptive_field(
+    node: Node,
+    rule: RFRule | None,
+    layer: LayerCost,
+    fields: dict[int, ReceptiveField],
+    lines: list[str],
+    checks: list[Check],
+) -> None:
+    rf = layer.receptive_field
+    sources = [fields[i] for i in node.inputs]
+    if rule is None:
+        lines.append("Receptive field: global (each output depends on the whole input)")
+        return
+    if all(s.is_global for s in sources):
+        lines.append("Receptive field: global (its input already depends on the whole input)")
+        return
+    if len(sources) > 1:
+        lines.append("Receptive field: union of the branches (the widest interval holding every branch's region)")
+        for index, branch in enumerate(sources, start=1):
+            after = branch.apply(rule)
+            lines.append(
+                f"  branch {index}: {_fmt_field(after)}"
+                if not after.is_global
+                else f"  branch {index}: global"
+            )
+        lines.append(f"  = {_fmt_field(rf)}" if not rf.is_global else "  = global (a branch is global)")
+        return
+    source = sources[0]
+    lines.append("Receptive field (per axis, in input pixels; k includes dilation):")
+    for axis, label in enumerate(AXES[: len(rf.size)]):
+        k, s, p = rule.kernel[axis], rule.stride[axis], rule.padding[axis]
+        r, j, t = source.size[axis], source.jump[axis], source.start[axis]
+        size = r + (k - 1) * j
+        lines.append(
+            f"  {label}: size = r_in + (k−1)·j_in = {_fmt(r)} + ({k}−1)·{_fmt(j)} = {_fmt(size)};  "
+            f"jump = j_in·s = {_fmt(j)}·{_fmt(s)} = {_fmt(j * s)};  "
+            f"start = t_in + ((k−1)/2 − p)·j_in = {_fmt(t)} + ({_fmt((k - 1) / 2)} − {p})·{_fmt(j)} "
+            f"= {_fmt(t + ((k - 1) / 2 - p) * j)}"
+        )
+        checks.append(Check(f"rf size {label}", size, rf.size[axis]))
+        checks.append(Check(f"rf jump {label}", j * s, rf.jump[axis]))
+
+
+def _fmt_field(rf: ReceptiveField) -> str:
+    sizes = "x".join(_fmt(v) for v in rf.size)
+    jumps = "x".join(_fmt(v) for v in rf.jump)
+    starts = ", ".join(_fmt(v) for v in rf.start)
+    return f"size {sizes}, jump {jumps}, start ({starts})"
+
+
+def _dense_comparison(node: Node, layer: LayerCost, lines: list[str], checks: list[Check]) -> None:
+    inputs, outputs = numel(node.input_shapes[0]), numel(node.shape)
+    dense_weights = inputs * outputs
+    dense_params = dense_weights + outputs
+    cin, cout, groups = node.input_shapes[0][0], node.shape[0], node.args["groups"]
+    kh, kw = node.args["kernel"]
+    weights = kh * kw * (cin // groups) * cout
+    lines.append(
+        f"Versus a dense layer from all {format_count(inputs)} input values to all {format_count(outputs)} outputs:"
+    )
+    lines.append(
+        f"  dense: {format_count(inputs)}·{format_count(outputs)} = {format_count(dense_weights)} weights "
+        f"+ {format_count(outputs)} biases = {format_count(dense_params)} params, "
+        f"{format_count(dense_weights)} MACs"
+    )
+    lines.append(
+        f"  conv:  {kh}·{kw}·{cin // groups}·{cout} = {format_count(weights)} weights, "
+        f"{format_count(layer.params)} params, {format_count(layer.macs)} MACs"
+    )
+    checks.append(Check("conv weights", weights, layer.params - (cout if node.args["bias"] else 0)))
+    per_output = kh * kw * (cin // groups)
+    lines.append(
+        f"  local connectivity: each output reads {format_count(per_output)} of the {format_count(inputs)} inputs "
+        f"({_ratio(inputs, per_output)} fewer MACs); weight sharing: one filter bank is reused at all "
+        f"{format_count(node.shape[1] * node.shape[2])} positions ({_ratio(dense_params, layer.params)} fewer params)"
+    )
+
+
+def _ratio(big: int, small: int) -> str:
+    if small == 0:
+        return "infinitely"
+    value = big / small
+    return f"{value:,.0f}x" if value >= 10 else f"{value:.3g}x"
+
+
+def dense_equivalent(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(weights, biases) of the dense layer mapping every input value to every output value."""
+    return math.prod(input_shape) * math.prod(output_shape), math.prod(output_shape)
