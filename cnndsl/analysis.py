@@ -293,7 +293,7 @@ def conventions(batch: int = 1, dtype: str = "float32") -> dict[str, str]:
         "activation_bytes": f"every layer output × batch {batch} × {size} bytes, kept for backward",
         "inference_peak_bytes": f"most tensors alive at once in a forward pass, batch {batch}, inputs included",
         "training_bytes": "estimate: weights + grads + 2 Adam moments + buffers + inputs + activations",
-        "receptive_field": "input pixels per axis (size/jump/start); merges take the union of branches",
+        "receptive_field": "input pixels per axis; a merge takes the union of its branches",
     }
 
 
@@ -360,17 +360,18 @@ def _analyse_node(
 def collapse(
     network: Network, layers: Sequence[LayerCost], depth: int | None, batch: int = 1, dtype: str = "float32"
 ) -> list[Row]:
-    """Summary rows: one per layer, or with ``depth=K`` one per block instance nested K deep (0 = the instances
-    written in the network body) holding the sums of everything inside it. Rows always sum to the totals."""
-    if depth is not None and depth < 0:
-        raise AnalysisError(f"depth must be 0 or more, got {depth}")
+    """Summary rows: one per layer, or with ``depth=K`` rows at most K path levels deep, as torchinfo's depth: a
+    block instance at level K (level 1 = written in the network body) becomes one row holding the sums of everything
+    inside it, and layers at levels up to K keep their own rows. Rows always sum to the totals."""
+    if depth is not None and depth < 1:
+        raise AnalysisError(f"depth must be 1 or more, got {depth}")
     size = DTYPE_BYTES[dtype]
     nodes = network.nodes
     groups: dict[str, list[LayerCost]] = {}
     order: list[tuple[str, LayerCost | None]] = []
     for layer in layers:
-        if depth is not None and len(layer.frames) > depth:
-            key = layer.frames[depth]
+        if depth is not None and len(layer.frames) >= depth:
+            key = layer.frames[depth - 1]
             if key not in groups:
                 groups[key] = []
                 order.append((key, None))
@@ -401,7 +402,7 @@ def collapse(
                 op=frame.block,
                 label=frame.call,
                 kind="block",
-                depth=depth or 0,
+                depth=(depth or 1) - 1,
                 output_shape=last.output_shape,
                 params=sum(m.params for m in members),
                 buffers=sum(m.buffers for m in members),

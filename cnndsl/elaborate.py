@@ -178,6 +178,11 @@ class Elaborator:
         for index, (name, ref) in enumerate(results):
             if ref.shape is not None:
                 label = name or ("output" if len(results) == 1 else f"output{index}")
+                taken = {t.name for t in outputs}
+                if label in taken:  # `return x, x`: outputs need distinct names (ONNX, dict results)
+                    label = next(
+                        f"{label}_{k}" for k in range(2, len(results) + 2) if f"{label}_{k}" not in taken
+                    )
                 outputs.append(Tensor(label, ref.node, ref.shape))
         return Network(
             definition.name, self.nodes, inputs, outputs, definition.span, self.sources, tuple(files)
@@ -206,13 +211,18 @@ class Elaborator:
 
     def body(self, stmts: Sequence[Stmt], scope: Scope, start: Ref) -> list[tuple[str | None, Ref]]:
         current = start
-        for stmt in stmts:
+        for index, stmt in enumerate(stmts):
             try:
                 if isinstance(stmt, Return):
+                    if index + 1 < len(stmts):
+                        # Never elaborated, so never checked: say so rather than drop it silently.
+                        self.report(stmts[index + 1].span, "statement after return is never reached", scope)
                     results = []
                     for expr in stmt.exprs:
                         ref = self.apply(expr, scope, current, head=True)
-                        results.append((expr.id if isinstance(expr, Name) else None, ref))
+                        # Only a tensor name names an output; `return relu` is an op applied, not a name.
+                        named = expr.id if isinstance(expr, Name) and expr.id in scope.tensors else None
+                        results.append((named, ref))
                     return results
                 if isinstance(stmt, Defaults):
                     scope.defaults = self.defaults(stmt, scope, scope.defaults)
@@ -268,7 +278,11 @@ class Elaborator:
         updated = {op: dict(values) for op, values in current.items()}
         for call in stmt.calls:
             op = ops.get(call.name)
-            if op is None or op.variadic:
+            if op is not None and op.variadic:
+                raise LocatedError(
+                    call.name_span, f"{call.name} is a merge and takes no parameters, so no defaults"
+                )
+            if op is None:
                 candidates = [n for n, o in ops.REGISTRY.items() if not o.variadic]
                 if call.name in self.blocks:
                     raise LocatedError(call.name_span, f"defaults apply to ops, and {call.name} is a block")

@@ -74,7 +74,8 @@ def render_explanations(network: Network, explanations: list[Explanation]) -> st
     inputs = ", ".join(f"{t.name} {fmt_shape(t.shape)}" for t in network.inputs)
     out = [
         f"network {network.name}: input {inputs}; {len(explanations)} layer(s) explained",
-        f"MACs: {notes['macs']}. {notes['flops']}.",
+        f"MACs: {notes['macs']}.",
+        f"{notes['flops']}.",
         "Shapes are [C, H, W] per sample; p = padding, s = stride, d = dilation, g = groups, k = kernel.",
     ]
     for item in explanations:
@@ -101,20 +102,22 @@ def _explain_layer(node: Node, layer: LayerCost, fields: dict[int, ReceptiveFiel
         _conv_costs(node, layer, lines, checks)
     elif op.family == "linear":
         _linear_costs(node, layer, lines, checks)
+    elif op.family == "norm" and layer.params:
+        # Batchnorm: a scale and a shift per channel, plus running statistics that are not trained.
+        channels = node.input_shapes[0][0]
+        lines.append(f"Params: 2·C (scale γ and shift β per channel) = 2·{channels} = {format_count(layer.params)}")
+        checks.append(Check("params", 2 * channels, layer.params))
+        lines.append(
+            f"Buffers (not trained): 2·C + 1 (running mean, running variance, batch counter) = 2·{channels} + 1 "
+            f"= {format_count(layer.buffers)}"
+        )
+        checks.append(Check("buffers", 2 * channels + 1, layer.buffers))
+        lines.append("MACs: 0 (only conv and linear count)")
+        checks.append(Check("macs", 0, layer.macs))
     else:
         lines.append(f"Params: {format_count(layer.params)}" + ("" if layer.params else " (nothing to learn)"))
         if layer.buffers:
             lines.append(f"Buffers (not trained): {format_count(layer.buffers)}")
-        if op.family == "norm" and layer.params:
-            channels = node.input_shapes[0][0]
-            lines.append(f"  = 2·C (scale γ and shift β per channel) = 2·{channels} = {format_count(2 * channels)}")
-            checks.append(Check("params", 2 * channels, layer.params))
-            if layer.buffers:
-                lines.append(
-                    f"  buffers = 2·C + 1 (running mean, running variance, batch counter) = 2·{channels} + 1 "
-                    f"= {format_count(2 * channels + 1)}"
-                )
-                checks.append(Check("buffers", 2 * channels + 1, layer.buffers))
         lines.append(f"MACs: {format_count(layer.macs)}" + ("" if layer.macs else " (only conv and linear count)"))
     lines.append(f"FLOPs: {format_count(layer.flops)}   rule: {op.flops_rule}")
     _receptive_field(node, rule, layer, fields, lines, checks)
@@ -138,9 +141,13 @@ def _output_size(node: Node, rule: RFRule, lines: list[str], checks: list[Check]
     lines.append(f"Output size per axis: {name}((H + 2p − d(k−1) − 1)/s) + 1")
     if ceil:
         lines.append("  (ceil mode: a last window that would start in the right padding is dropped, as in torch)")
-    for axis, label in enumerate(AXES):
-        size = node.input_shapes[0][axis + 1]
-        k, s, p, d = args["kernel"][axis], args["stride"][axis], rule.padding[axis], dilation[axis]
+    terms = [
+        (node.input_shapes[0][axis + 1], args["kernel"][axis], args["stride"][axis], rule.padding[axis], dilation[axis])
+        for axis in range(2)
+    ]
+    shown = [("H and W", 0)] if terms[0] == terms[1] else [("H", 0), ("W", 1)]
+    for label, axis in shown:
+        size, k, s, p, d = terms[axis]
         span = size + 2 * p - d * (k - 1) - 1
         out = (-(-span // s) if ceil else span // s) + 1
         if ceil and (out - 1) * s >= size + p:
@@ -148,7 +155,8 @@ def _output_size(node: Node, rule: RFRule, lines: list[str], checks: list[Check]
         lines.append(
             f"  {label}: {name}(({size} + 2·{p} − {d}·({k}−1) − 1)/{s}) + 1 = {name}({span}/{s}) + 1 = {out}"
         )
-        checks.append(Check(f"output {label}", out, node.shape[axis + 1]))
+        for index in (0, 1) if label == "H and W" else (axis,):
+            checks.append(Check(f"output {AXES[index]}", out, node.shape[index + 1]))
 
 
 def _conv_costs(node: Node, layer: LayerCost, lines: list[str], checks: list[Check]) -> None:
@@ -219,19 +227,40 @@ def _receptive_field(
         lines.append(f"  = {_fmt_field(rf)}" if not rf.is_global else "  = global (a branch is global)")
         return
     source = sources[0]
-    lines.append("Receptive field (per axis, in input pixels; k includes dilation):")
-    for axis, label in enumerate(AXES[: len(rf.size)]):
+    if tuple(rule.kernel) == (1, 1) and tuple(rule.stride) == (1.0, 1.0) and tuple(rule.padding) == (0, 0):
+        lines.append(f"Receptive field: unchanged (pointwise): {_fmt_field(rf)}")
+        for axis, label in enumerate(AXES[: len(rf.size)]):
+            checks.append(Check(f"rf size {label}", source.size[axis], rf.size[axis]))
+        return
+    lines.append("Receptive field in input pixels (r = size, j = jump, t = start; k includes dilation):")
+    shown = AXES[: len(rf.size)]
+    if len(shown) == 2 and _axis_terms(rule, source, 0) == _axis_terms(rule, source, 1):
+        shown = ("H and W",)
+    for axis, label in enumerate(shown):
         k, s, p = rule.kernel[axis], rule.stride[axis], rule.padding[axis]
         r, j, t = source.size[axis], source.jump[axis], source.start[axis]
-        size = r + (k - 1) * j
+        size, jump, start = r + (k - 1) * j, j * s, t + ((k - 1) / 2 - p) * j
+        lines.append(f"  {label}: r = r_in + (k−1)·j_in = {_fmt(r)} + ({k}−1)·{_fmt(j)} = {_fmt(size)}")
+        lines.append(f"  {' ' * len(label)}  j = j_in·s = {_fmt(j)}·{_fmt(s)} = {_fmt(jump)}")
         lines.append(
-            f"  {label}: size = r_in + (k−1)·j_in = {_fmt(r)} + ({k}−1)·{_fmt(j)} = {_fmt(size)};  "
-            f"jump = j_in·s = {_fmt(j)}·{_fmt(s)} = {_fmt(j * s)};  "
-            f"start = t_in + ((k−1)/2 − p)·j_in = {_fmt(t)} + ({_fmt((k - 1) / 2)} − {p})·{_fmt(j)} "
-            f"= {_fmt(t + ((k - 1) / 2 - p) * j)}"
+            f"  {' ' * len(label)}  t = t_in + ((k−1)/2 − p)·j_in = {_fmt(t)} + ({_fmt((k - 1) / 2)} − {p})·{_fmt(j)}"
+            f" = {_fmt(start)}"
         )
-        checks.append(Check(f"rf size {label}", size, rf.size[axis]))
-        checks.append(Check(f"rf jump {label}", j * s, rf.jump[axis]))
+        for index in range(len(rf.size)) if label == "H and W" else (axis,):
+            checks.append(Check(f"rf size {AXES[index]}", size, rf.size[index]))
+            checks.append(Check(f"rf jump {AXES[index]}", jump, rf.jump[index]))
+            checks.append(Check(f"rf start {AXES[index]}", start, rf.start[index]))
+
+
+def _axis_terms(rule: RFRule, source: ReceptiveField, axis: int) -> tuple[float, ...]:
+    return (
+        rule.kernel[axis],
+        rule.stride[axis],
+        rule.padding[axis],
+        source.size[axis],
+        source.jump[axis],
+        source.start[axis],
+    )
 
 
 def _fmt_field(rf: ReceptiveField) -> str:
@@ -264,8 +293,11 @@ def _dense_comparison(node: Node, layer: LayerCost, lines: list[str], checks: li
     per_output = kh * kw * (cin // groups)
     lines.append(
         f"  local connectivity: each output reads {format_count(per_output)} of the {format_count(inputs)} inputs "
-        f"({_ratio(inputs, per_output)} fewer MACs); weight sharing: one filter bank is reused at all "
-        f"{format_count(node.shape[1] * node.shape[2])} positions ({_ratio(dense_params, layer.params)} fewer params)"
+        f"({_ratio(dense_weights, layer.macs)} fewer MACs)"
+    )
+    lines.append(
+        f"  weight sharing: one filter bank serves all {format_count(node.shape[1] * node.shape[2])} positions "
+        f"({_ratio(dense_params, layer.params)} fewer params)"
     )
 
 

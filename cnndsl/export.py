@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
+from typing import TYPE_CHECKING
 
 from .network import Network
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ExportError(Exception):
@@ -59,11 +64,13 @@ def export_onnx(
     logits: bool = False,
     opset: int | None = None,
     dynamic_batch: bool = True,
+    module: torch.nn.Module | None = None,
 ) -> bytes:
     """The network as a checked ONNX model (serialized protobuf bytes).
 
     ``batch`` is the example batch size used for tracing; with ``dynamic_batch`` the batch dimension of every
-    input stays symbolic (``batch``). Raises :class:`ExportError` when onnx is missing or export fails.
+    input stays symbolic (``batch``). ``module`` is the compiled network to export (trained weights, say);
+    by default a fresh ``network.to_torch(logits)``, with torch's default initialisation. Raises :class:`ExportError` when onnx is missing or export fails.
     """
     _require_onnx()
     import onnx
@@ -71,7 +78,10 @@ def export_onnx(
 
     if batch < 1:
         raise ExportError(f"batch must be positive, got {batch}")
-    module = network.to_torch(logits=logits).eval()
+    if module is None:
+        module = network.to_torch(logits=logits)
+    was_training = module.training
+    module.eval()
     example = tuple(torch.randn(batch, *tensor.shape) for tensor in network.inputs)
     input_names = _names([t.name for t in network.inputs], "input")
     output_names = _names([t.name for t in network.outputs], "output")
@@ -80,6 +90,10 @@ def export_onnx(
         batch_dim = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch_dim} for _ in example)
     log = io.StringIO()
+    # The exporter logs notes such as "torchvision is not installed" at warning level; they are not the user's.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
     try:
         # The exporter reports progress on stdout and deprecation notices as warnings: keep both off the user's
         # terminal; the log is quoted when the export fails.
@@ -98,6 +112,9 @@ def export_onnx(
     except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user gets one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"torch.onnx.export failed: {first}") from error
+    finally:
+        exporter_log.setLevel(level)
+        module.train(was_training)
     if program is None:  # pragma: no cover - only the legacy exporter returns None
         raise ExportError("torch.onnx.export returned no program")
     proto = program.model_proto

@@ -73,6 +73,14 @@ class _Loader:
             elif isinstance(item, NetworkDef):
                 if not main:
                     continue  # networks in imported files are not part of the importer
+                twin = next((n for n, _ in self.program.networks if n.name == item.name), None)
+                if twin is not None:
+                    self.sink.add(
+                        Diagnostic(
+                            item.name_span, f"network {item.name} is already defined at {twin.name_span}"
+                        )
+                    )
+                    continue
                 self.program.networks.append((item, defaults))
 
     def _defaults(self, item: Defaults, current: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -113,3 +113,9 @@ class Network:
         from .backend import to_torch
 
         return to_torch(self, logits=logits)
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter shows a network as its diagram; ``None`` (the plain repr) where Graphviz's ``dot`` is missing."""
+        from .render import repr_svg
+
+        return repr_svg(self)

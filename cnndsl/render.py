@@ -14,9 +14,11 @@ Reading the drawing:
   carries the same shape as the edge into its source. Edges out of a collapsed block are always labelled.
 - Fill colours follow the op family (``ops.REGISTRY[op].family``); the legend lists the families drawn.
 
-``depth`` counts nested block instances: ``0`` collapses every block instance the network calls, ``1`` draws those
-as clusters but collapses the blocks they call, and so on; ``None`` draws every node. ``"auto"`` (the default)
-draws everything when that is at most :data:`AUTO_NODE_LIMIT` boxes, else the deepest depth that fits.
+``depth`` means what it means for ``cnndsl summary`` (and torchinfo): draw at most K levels. A block instance at
+level K (level 1 = called in the network body) is one box with its totals; the instances around it are clusters.
+``1`` draws every block the network calls as one box, ``2`` draws those as clusters of one box per block they
+call, and so on; ``None`` draws every node. ``"auto"`` (the default) draws everything when that is at most
+:data:`AUTO_NODE_LIMIT` boxes, else the deepest depth that fits.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ if TYPE_CHECKING:
     import graphviz
 
 Depth = int | None | Literal["auto"]
-"""An instance nesting depth, ``None`` for every node, or ``"auto"``."""
+"""Levels to draw (1 or more), ``None`` for every node, or ``"auto"``."""
 
 AUTO_NODE_LIMIT = 100
 """``depth="auto"`` collapses blocks until the drawing has at most this many boxes. Past it, a diagram stops
 being something one reads on a page. ResNet-18 (69 boxes) is drawn in full; GoogLeNet (143) collapses to its 26
-boxes at depth 0, one per Inception; ResNet-152 (515) and DenseNet-121 (427) collapse to 57 and 79 boxes at
-depth 1 (stages as clusters, one box per residual block or dense layer)."""
+boxes at depth 1, one per Inception; ResNet-152 (515) and DenseNet-121 (427) collapse to 57 and 79 boxes at
+depth 2 (stages as clusters, one box per residual block or dense layer)."""
 
 MERGE_SYMBOLS = {"add": "⊕", "concat": "∥", "mul": "⊗"}
 
@@ -64,6 +66,7 @@ _FAMILY_ORDER = tuple(FAMILY_COLOURS)
 _FONT = "Helvetica,Arial,sans-serif"
 _DETAIL_COLOUR = "#555555"
 _EDGE_COLOUR = "#666666"
+_CLUSTER_FILLS = ("#f6f6f6", "#ffffff")
 
 
 # ------------------------------------------------------------------------------------------- model ---
@@ -102,6 +105,8 @@ class Cluster:
     frame: Frame
     details: tuple[str, ...]
     items: list[Box | Cluster] = field(default_factory=list)
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    """Boxes to place side by side in this order (the branches one tensor feeds)."""
 
 
 @dataclass
@@ -118,6 +123,8 @@ class Diagram:
     """Families drawn, in legend order."""
     merges: list[str]
     """Merge ops drawn, in legend order."""
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    """Top-level boxes to place side by side in this order."""
 
     def boxes(self) -> Iterator[Box]:
         """Every box, depth first in source order."""
@@ -188,25 +195,25 @@ def box_count(network: Network, depth: int | None) -> int:
     """How many layer, merge, input and collapsed-block boxes a drawing at ``depth`` has."""
     if depth is None:
         return len(network.nodes)
-    shown = sum(1 for node in network.nodes if len(node.frames) <= depth)
-    collapsed = {node.frames[depth].path for node in network.nodes if len(node.frames) > depth}
+    shown = sum(1 for node in network.nodes if len(node.frames) < depth)
+    collapsed = {node.frames[depth - 1].path for node in network.nodes if len(node.frames) >= depth}
     return shown + len(collapsed)
 
 
 def resolve_depth(network: Network, depth: Depth = "auto", limit: int = AUTO_NODE_LIMIT) -> int | None:
     """The depth ``"auto"`` stands for: ``None`` (everything) when that fits in ``limit`` boxes, else the deepest
-    depth that does, else 0. Other values are returned as given."""
+    depth that does, else 1. Other values are returned as given."""
     if depth != "auto":
-        if depth is not None and depth < 0:
-            raise ValueError(f"depth must be non-negative, got {depth}")
+        if depth is not None and depth < 1:
+            raise ValueError(f"depth must be 1 or more, got {depth}")
         return depth
     if box_count(network, None) <= limit:
         return None
     deepest = max((len(node.frames) for node in network.nodes), default=0)
-    for candidate in range(deepest - 1, -1, -1):
+    for candidate in range(deepest, 0, -1):
         if box_count(network, candidate) <= limit:
             return candidate
-    return 0
+    return 1
 
 
 # --------------------------------------------------------------------------------------------- build ---
@@ -214,161 +221,206 @@ def resolve_depth(network: Network, depth: Depth = "auto", limit: int = AUTO_NOD
 
 def build(network: Network, depth: Depth = "auto", costs: bool = True, shapes: bool = True) -> Diagram:
     """Describe the drawing of ``network``: which boxes, clusters and links, with which labels."""
-    resolved = resolve_depth(network, depth)
-    node_costs = {node.id: _costs(node) for node in network.nodes}
+    return _Builder(network, resolve_depth(network, depth), costs, shapes).build()
 
-    # Which box each node is drawn in: itself, or the block instance collapsed at `resolved`.
-    box_of: dict[int, str] = {}
-    members: dict[str, list[Node]] = {}
-    group_frame: dict[str, Frame] = {}
-    for node in network.nodes:
-        if resolved is not None and len(node.frames) > resolved:
-            frame = node.frames[resolved]
-            key = frame.path
-            if key not in members:
-                members[key] = []
-                group_frame[key] = frame
-            members[key].append(node)
-            box_of[node.id] = f"g{members[key][0].id}"
-        else:
-            box_of[node.id] = f"n{node.id}"
 
-    # Totals per block instance, for cluster titles and collapsed boxes.
-    totals: dict[str, list[int]] = {}
-    for node in network.nodes:
-        for frame in node.frames:
-            entry = totals.setdefault(frame.path, [0, 0, 0])
-            entry[0] += 1
-            entry[1] += node_costs[node.id].params
-            entry[2] += node_costs[node.id].macs
+class _Builder:
+    def __init__(self, network: Network, depth: int | None, costs: bool, shapes: bool) -> None:
+        self.network = network
+        self.depth = depth
+        self.costs = costs
+        self.shapes = shapes
+        self.node_costs = {node.id: _costs(node) for node in network.nodes}
+        self.root: list[Box | Cluster] = []
+        self.clusters: dict[str, Cluster] = {}
+        self.chain_of: dict[str, tuple[Frame, ...]] = {}
+        self.families: set[str] = set()
+        self.merges: set[str] = set()
 
-    families: set[str] = set()
-    merges: set[str] = set()
-    root: list[Box | Cluster] = []
-    clusters: dict[str, Cluster] = {}
+        # Which box each node is drawn in: its own, or the block instance collapsed at `depth`.
+        self.box_of: dict[int, str] = {}
+        self.members: dict[str, list[Node]] = {}
+        for node in network.nodes:
+            if depth is not None and len(node.frames) >= depth:
+                group = self.members.setdefault(node.frames[depth - 1].path, [])
+                group.append(node)
+                self.box_of[node.id] = f"g{group[0].id}"
+            else:
+                self.box_of[node.id] = f"n{node.id}"
 
-    def container(chain: tuple[Frame, ...]) -> list[Box | Cluster]:
-        items = root
+        # Layer count, params and MACs per block instance, for cluster titles and collapsed boxes.
+        self.totals: dict[str, tuple[int, int, int]] = {}
+        for node in network.nodes:
+            cost = self.node_costs[node.id]
+            for frame in node.frames:
+                layers, params, macs = self.totals.get(frame.path, (0, 0, 0))
+                self.totals[frame.path] = (layers + 1, params + cost.params, macs + cost.macs)
+
+    def build(self) -> Diagram:
+        placed: set[str] = set()
+        for node in self.network.nodes:
+            box_id = self.box_of[node.id]
+            if box_id not in placed:
+                placed.add(box_id)
+                box = self._box(node, box_id)
+                self._container(box.clusters).append(box)
+                self.chain_of[box.id] = box.clusters
+                self.families.add(box.family)
+        links, consumers = self._links()
+        rows = self._rows(links, consumers)
+        for index, tensor in enumerate(self.network.outputs):
+            out = Box(
+                f"out{index}",
+                "output",
+                "input",
+                tensor.name,
+                (shape_text(tensor.shape),),
+                f"output: {tensor.name}",
+                (),
+                (),
+            )
+            self.root.append(out)
+            links.append(Link(self.box_of[tensor.node], out.id, ""))
+
+        summary = f"{len(self.network.layers)} layers"
+        if self.costs:
+            params = sum(c.params for c in self.node_costs.values())
+            macs = sum(c.macs for c in self.node_costs.values())
+            summary += f" · {_cost_text(params, macs)}"
+        details = [summary]
+        if self.members and self.depth is not None:
+            details.append(collapse_note(self.depth))
+        families = sorted(
+            self.families, key=lambda f: (_FAMILY_ORDER.index(f) if f in _FAMILY_ORDER else 99, f)
+        )
+        return Diagram(
+            self.network.name,
+            tuple(details),
+            self.depth,
+            self.root,
+            links,
+            families,
+            [m for m in MERGE_SYMBOLS if m in self.merges],
+            rows.get((), []),
+        )
+
+    def _container(self, chain: tuple[Frame, ...]) -> list[Box | Cluster]:
+        """The item list of the innermost cluster of ``chain``, creating clusters on first use."""
+        items = self.root
         for frame in chain:
-            cluster = clusters.get(frame.path)
+            cluster = self.clusters.get(frame.path)
             if cluster is None:
-                layers, params, macs = totals[frame.path]
-                detail = _cost_text(params, macs) if costs else ""
-                cluster = Cluster(f"cluster_{len(clusters)}", frame, (detail,) if detail else ())
-                clusters[frame.path] = cluster
+                _, params, macs = self.totals[frame.path]
+                detail = _cost_text(params, macs) if self.costs else ""
+                cluster = Cluster(f"cluster_{len(self.clusters)}", frame, (detail,) if detail else ())
+                self.clusters[frame.path] = cluster
                 items.append(cluster)
             items = cluster.items
         return items
 
-    placed: set[str] = set()
-    for node in network.nodes:
-        box_id = box_of[node.id]
-        if box_id in placed:
-            continue
-        placed.add(box_id)
+    def _box(self, node: Node, box_id: str) -> Box:
         if box_id.startswith("g"):
-            frame = group_frame[node.frames[resolved].path]  # type: ignore[index]
-            group = members[frame.path]
-            layers, params, macs = totals[frame.path]
+            assert self.depth is not None
+            frame = node.frames[self.depth - 1]
+            layers, params, macs = self.totals[frame.path]
             count = f"{layers} layer{'s' if layers != 1 else ''}"
-            details = (f"{count} · {_cost_text(params, macs)}",) if costs and (params or macs) else (count,)
-            chain = node.frames[:resolved]
-            box = Box(
+            costs = _cost_text(params, macs) if self.costs else ""
+            return Box(
                 box_id,
                 "block",
                 "block",
                 frame.call,
-                details,
+                (f"{count} · {costs}" if costs else count,),
                 f"{frame.path}  ({os.path.basename(frame.span.file)}:{frame.span.line})",
-                chain,
-                tuple(n.id for n in group),
+                node.frames[: self.depth - 1],
+                tuple(n.id for n in self.members[frame.path]),
             )
-            families.add("block")
-        elif node.op == "input":
-            box = Box(
+        if node.op == "input":
+            name = _input_name(self.network, node)
+            return Box(
                 box_id,
                 "input",
                 "input",
-                _input_name(network, node),
+                name,
                 (shape_text(node.shape),),
-                f"input {_input_name(network, node)}",
+                f"input: {name}",
                 node.frames,
                 (node.id,),
             )
-            families.add("input")
-        else:
-            op = ops.REGISTRY[node.op]
-            if node.op in MERGE_SYMBOLS:
-                kind: Literal["op", "merge"] = "merge"
-                title = MERGE_SYMBOLS[node.op]
-                details: tuple[str, ...] = ()
-                merges.add(node.op)
-            else:
-                kind = "op"
-                title = op.label(node.args)
-                cost = node_costs[node.id]
-                text = _cost_text(cost.params, cost.macs) if costs else ""
-                details = (text,) if text else ()
-            box = Box(
-                box_id, kind, op.family, title, details, f"{node.path}  ({_where(node)})", node.frames, (node.id,)
+        op = ops.REGISTRY[node.op]
+        tooltip = f"{node.path}  ({_where(node)})"
+        if node.op in MERGE_SYMBOLS:
+            self.merges.add(node.op)
+            return Box(
+                box_id, "merge", op.family, MERGE_SYMBOLS[node.op], (), tooltip, node.frames, (node.id,)
             )
-            families.add(op.family)
-        container(box.clusters).append(box)
+        cost = self.node_costs[node.id]
+        text = _cost_text(cost.params, cost.macs) if self.costs else ""
+        details = (text,) if text else ()
+        return Box(box_id, "op", op.family, op.label(node.args), details, tooltip, node.frames, (node.id,))
 
-    links: list[Link] = []
-    seen: set[tuple[int, str]] = set()
-    labelled: set[int] = set()
-    by_id = {node.id: node for node in network.nodes}
-    for node in network.nodes:
-        head = box_of[node.id]
-        for source_id in node.inputs:
-            tail = box_of[source_id]
-            # One edge per (tensor, box): a collapsed block fed one tensor on two paths gets one edge.
-            if tail == head or (source_id, head) in seen:
-                continue
-            seen.add((source_id, head))
-            source = by_id[source_id]
-            changed = tail.startswith("g") or (
-                source.op != "input" and bool(source.input_shapes) and source.shape != source.input_shapes[0]
-            )
-            # A tensor feeding several branches is labelled once, on its first edge: four copies of the same
-            # shape around an Inception block's entry are noise.
-            label = shapes and changed and source_id not in labelled
-            if label:
-                labelled.add(source_id)
-            links.append(Link(tail, head, shape_text(source.shape) if label else ""))
+    def _links(self) -> tuple[list[Link], dict[int, list[str]]]:
+        """The edges between boxes, and the boxes each tensor feeds in order."""
+        links: list[Link] = []
+        seen: set[tuple[int, str]] = set()
+        labelled: set[int] = set()
+        consumers: dict[int, list[str]] = {}
+        by_id = {node.id: node for node in self.network.nodes}
+        for node in self.network.nodes:
+            head = self.box_of[node.id]
+            for source_id in node.inputs:
+                tail = self.box_of[source_id]
+                # One edge per (tensor, box): a collapsed block fed one tensor on two paths gets one edge.
+                if tail == head or (source_id, head) in seen:
+                    continue
+                seen.add((source_id, head))
+                source = by_id[source_id]
+                changed = tail.startswith("g") or (
+                    source.op != "input"
+                    and bool(source.input_shapes)
+                    and source.shape != source.input_shapes[0]
+                )
+                # A tensor feeding several branches is labelled once, on its first edge: four copies of the
+                # same shape around an Inception block's entry are noise.
+                label = self.shapes and changed and source_id not in labelled
+                if label:
+                    labelled.add(source_id)
+                links.append(Link(tail, head, shape_text(source.shape) if label else ""))
+                consumers.setdefault(source_id, []).append(head)
+        return links, consumers
 
-    for index, tensor in enumerate(network.outputs):
-        out = Box(
-            f"out{index}",
-            "output",
-            "input",
-            tensor.name,
-            (shape_text(tensor.shape),),
-            f"output {tensor.name}",
-            (),
-            (),
-        )
-        root.append(out)
-        links.append(Link(box_of[tensor.node], out.id, ""))
+    def _rows(
+        self, links: list[Link], consumers: dict[int, list[str]]
+    ) -> dict[tuple[Frame, ...], list[tuple[str, ...]]]:
+        """Branches fed by one tensor start side by side in branch order; rows are stored on their cluster and
+        the top-level ones returned under ``()``.
 
-    params = sum(c.params for c in node_costs.values())
-    macs = sum(c.macs for c in node_costs.values())
-    summary = [f"{len(network.layers)} layers"]
-    if costs:
-        summary.append(_cost_text(params, macs))
-    details = [" · ".join(part for part in summary if part)]
-    if members:
-        details.append(f"blocks nested deeper than {resolved} drawn collapsed")
-    return Diagram(
-        network.name,
-        tuple(details),
-        resolved,
-        root,
-        links,
-        [f for f in _FAMILY_ORDER if f in families] + sorted(families - set(_FAMILY_ORDER)),
-        [m for m in MERGE_SYMBOLS if m in merges],
-    )
+        dot's ``ordering=out`` would say this, but it is ignored inside clusters, and GoogLeNet's 1x1 branch
+        ended up on the right. Only boxes with a single incoming edge qualify: a merge, or a block fed from
+        elsewhere too, must stay free to sink lower."""
+        incoming: dict[str, int] = {}
+        for link in links:
+            incoming[link.head] = incoming.get(link.head, 0) + 1
+        rows: dict[tuple[Frame, ...], list[tuple[str, ...]]] = {}
+        for heads in consumers.values():
+            side: dict[tuple[Frame, ...], list[str]] = {}
+            for head in heads:
+                if incoming[head] == 1:
+                    side.setdefault(self.chain_of[head], []).append(head)
+            for chain, row in side.items():
+                if len(row) > 1:
+                    rows.setdefault(chain, []).append(tuple(row))
+        for chain, chain_rows in rows.items():
+            if chain:
+                self.clusters[chain[-1].path].rows.extend(chain_rows)
+        return rows
+
+
+def collapse_note(depth: int) -> str:
+    """What a drawing at ``depth`` leaves out, in words."""
+    if depth == 1:
+        return "each block instance drawn as one box"
+    return f"drawn {depth} levels deep: block instances at level {depth} are single boxes"
 
 
 def _input_name(network: Network, node: Node) -> str:
@@ -397,22 +449,44 @@ def _html(title: str, details: tuple[str, ...], bold: bool = False, size: int = 
     return "<" + brk.join(lines) + (brk if align else "") + ">"
 
 
-def _legend(diagram: Diagram) -> str:
-    cells = []
+def legend_entries(diagram: Diagram) -> list[tuple[str, str]]:
+    """(family, text) per legend entry, in legend order; each merge drawn gets its own (``⊕ add``)."""
+    entries = []
     for family in diagram.families:
-        fill, border = _colours(family)
-        name = {"block": "collapsed block", "input": "input / output"}.get(family, family)
         if family == "merge":
-            name = "  ".join(f"{MERGE_SYMBOLS[m]} {m}" for m in diagram.merges)
-        cells.append(f'<td bgcolor="{fill}" color="{border}">{html.escape(name, quote=False)}</td>')
-    # One small table per row, so a long name in one row does not widen the cells of the others.
+            entries += [("merge", f"{MERGE_SYMBOLS[m]} {m}") for m in diagram.merges]
+        else:
+            entries.append(
+                (family, {"block": "collapsed block", "input": "input / output"}.get(family, family))
+            )
+    return entries
+
+
+def _legend(diagram: Diagram, columns: int = 4) -> str:
+    width, height, spacing = 64, 15, 2
+    cells = []
+    for family, name in legend_entries(diagram):
+        fill, border = _colours(family)
+        cells.append(
+            f'<td width="{width}" height="{height}" fixedsize="true" bgcolor="{fill}" color="{border}">'
+            f"{html.escape(name, quote=False)}</td>"
+        )
+    # A grid of equal cells in a table of fixed size: graphviz stretches a nested table to the width of the
+    # title above it, which spread the cells apart.
+    while len(cells) > columns and len(cells) % columns:
+        cells.append('<td border="0"></td>')
     rows = [
-        '<tr><td><table border="0" cellborder="1" cellspacing="2" cellpadding="2"><tr>'
-        + "".join(cells[start : start + 5])
-        + "</tr></table></td></tr>"
-        for start in range(0, len(cells), 5)
+        "<tr>" + "".join(cells[start : start + columns]) + "</tr>" for start in range(0, len(cells), columns)
     ]
-    return f'<table border="0" cellspacing="0" cellpadding="0">{"".join(rows)}</table>'
+    across = min(columns, len(cells))
+    size = (
+        f'width="{across * width + (across + 1) * spacing + 2}" '
+        f'height="{len(rows) * height + (len(rows) + 1) * spacing + 2}"'
+    )
+    return (
+        f'<table border="0" cellborder="1" cellspacing="{spacing}" cellpadding="1" fixedsize="true" {size}>'
+        f"{''.join(rows)}</table>"
+    )
 
 
 def _title(diagram: Diagram, legend: bool) -> str:
@@ -426,7 +500,7 @@ def _title(diagram: Diagram, legend: bool) -> str:
         return f"<{body}>"
     return (
         '<<table border="0" cellspacing="0" cellpadding="2">'
-        f'<tr><td>{body}</td></tr><tr><td><font point-size="9">{_legend(diagram)}</font></td></tr></table>>'
+        f'<tr><td>{body}</td></tr><tr><td><font point-size="8">{_legend(diagram)}</font></td></tr></table>>'
     )
 
 
@@ -488,26 +562,57 @@ def to_graphviz(
         else:
             target.node(box.id, _html(box.title, box.details), **attrs)
 
-    def add_items(target: graphviz.Digraph, items: list[Box | Cluster]) -> None:
+    def add_items(target: graphviz.Digraph, items: list[Box | Cluster], level: int) -> None:
         for item in items:
             if isinstance(item, Box):
                 add_box(target, item)
                 continue
             with target.subgraph(name=item.id) as sub:
                 sub.attr(
-                    label=_html(item.frame.call, item.details, bold=True, align="left"),
-                    labeljust="l",
-                    style="rounded,dashed",
-                    color="#999999",
+                    # Alternate shades so a block nested in another stands out from its parent.
+                    style="rounded,filled",
+                    fillcolor=_CLUSTER_FILLS[level % len(_CLUSTER_FILLS)],
+                    color="#aaaaaa",
                     fontsize="10",
                     tooltip=item.frame.path,
                 )
-                add_items(sub, item.items)
+                title = f"{item.id}_title"
+                sub.node(
+                    title,
+                    _html(item.frame.call, item.details, bold=True, align="left"),
+                    shape="plaintext",
+                    style="",
+                    margin="0",
+                    tooltip=item.frame.path,
+                )
+                add_items(sub, item.items, level + 1)
+                add_rows(sub, item.rows)
+                for entry in entries[item.id]:
+                    sub.edge(title, entry, style="invis")
 
-    add_items(graph, diagram.items)
+    def add_rows(target: graphviz.Digraph, rows: list[tuple[str, ...]]) -> None:
+        for row in rows:
+            with target.subgraph() as same:
+                same.attr(rank="same")
+                for left, right in zip(row, row[1:], strict=False):
+                    same.edge(left, right, style="invis")
+
+    # Boxes of each cluster fed from outside it: the cluster's title sits above them.
+    entries: dict[str, list[str]] = {}
+    inside: dict[str, set[str]] = {}
+    for cluster in diagram.clusters():
+        inside[cluster.id] = {b.id for b in Diagram("", (), None, cluster.items, [], [], []).boxes()}
+    for cluster_id, ids in inside.items():
+        found = []
+        for link in diagram.links:
+            if link.head in ids and link.tail not in ids and link.head not in found:
+                found.append(link.head)
+        entries[cluster_id] = found
+    add_items(graph, diagram.items, 0)
+    add_rows(graph, diagram.rows)
     for link in diagram.links:
         if link.label:
-            graph.edge(link.tail, link.head, label=link.label)
+            graph.edge(link.tail, link.head, label=f" {link.label}")  # a space keeps it off the line
         else:
             graph.edge(link.tail, link.head)
     return graph
@@ -529,8 +634,12 @@ def repr_svg(network: Network) -> str | None:
 def _mermaid_text(title: str, details: tuple[str, ...]) -> str:
     text = "<br/>".join((title, *details))
     # Inside a quoted mermaid label only the quote needs an entity; < and > would be read as HTML.
-    return text.replace('"', "#quot;").replace("<br/>", "\0").replace("<", "#lt;").replace(">", "#gt;").replace(
-        "\0", "<br/>"
+    return (
+        text.replace('"', "#quot;")
+        .replace("<br/>", "\0")
+        .replace("<", "#lt;")
+        .replace(">", "#gt;")
+        .replace("\0", "<br/>")
     )
 
 
@@ -576,11 +685,8 @@ def to_mermaid(
         lines.append('    subgraph legend ["legend"]')
         lines.append("        direction LR")
         previous = ""
-        for family in diagram.families:
-            name = {"block": "collapsed block", "input": "input / output"}.get(family, family)
-            if family == "merge":
-                name = " ".join(f"{MERGE_SYMBOLS[m]} {m}" for m in diagram.merges)
-            node = f"legend_{_class(family)}"
+        for index, (family, name) in enumerate(legend_entries(diagram)):
+            node = f"legend{index}"
             lines.append(f'        {node}["{_mermaid_text(name, ())}"]:::{_class(family)}')
             if previous:
                 lines.append(f"        {previous} ~~~ {node}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Sequence
 
 from .analysis import Row, Summary, conventions, format_bytes, format_count, format_field
@@ -42,7 +43,7 @@ def render(summary: Summary, fmt: str) -> str:
 def _header(summary: Summary) -> str:
     inputs = ", ".join(f"{t.name} {fmt_shape(t.shape)}" for t in summary.inputs)
     outputs = ", ".join(f"{t.name} {fmt_shape(t.shape)}" for t in summary.outputs)
-    depth = "all layers" if summary.depth is None else f"block instances below depth {summary.depth} collapsed"
+    depth = "every layer" if summary.depth is None else f"rows down to depth {summary.depth}"
     return (
         f"network {summary.network}: input {inputs} -> output {outputs}; "
         f"batch {summary.batch}, {summary.dtype}; {len(summary.layers)} layers, {depth}"
@@ -69,7 +70,7 @@ def _totals(summary: Summary) -> list[tuple[str, str, str]]:
     if summary.feature_map is not None:
         path, rf = summary.feature_map
         value = f"{format_field(rf)} (jump {format_field(rf, 'jump')})"
-        rows.append(("Receptive field", value, f"of {path}; {notes['receptive_field']}"))
+        rows.append(("Receptive field", value, f"at {path}; {notes['receptive_field']}"))
     return rows
 
 
@@ -105,17 +106,16 @@ _RIGHT = {3, 4, 5, 6, 7}
 def to_text(summary: Summary) -> str:
     """A table that fits :data:`WIDTH` columns, then the totals with their conventions."""
     cells = [_columns(row) for row in summary.rows]
-    for line in cells:
-        line[0] = _clip(line[0], _MAX_LABEL)
     widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(_TEXT_HEADINGS[1:])]
-    room = WIDTH - sum(widths) - 2 * len(widths)
-    longest = max([len(_TEXT_HEADINGS[0])] + [len(row.path) for row in summary.rows])
-    path_width = max(_MIN_PATH, min(longest, room))
-    if path_width + sum(widths) + 2 * len(widths) > WIDTH:
-        # Only a pathological label or shape gets here: shrink the label column to make room.
-        widths[0] = max(8, widths[0] - (path_width + sum(widths) + 2 * len(widths) - WIDTH))
-        for line in cells:
-            line[0] = _clip(line[0], widths[0])
+    # Path and label share what the figures leave; the label keeps at least _MAX_LABEL, the path _MIN_PATH.
+    room = WIDTH - sum(widths[1:]) - 2 * len(widths)
+    longest_path = max([len(_TEXT_HEADINGS[0])] + [len(row.path) for row in summary.rows])
+    label_width = min(widths[0], max(_MAX_LABEL, room - longest_path))
+    path_width = max(_MIN_PATH, min(longest_path, room - label_width))
+    label_width = max(8, min(label_width, room - path_width))
+    widths[0] = label_width
+    for line in cells:
+        line[0] = _clip(line[0], label_width)
     all_widths = [path_width, *widths]
 
     def line(values: Sequence[str]) -> str:
@@ -192,9 +192,13 @@ def to_markdown(summary: Summary) -> str:
 # -------------------------------------------------------------------------------------------- json ---
 
 
+_NUMBER_LIST = re.compile(r"\[\s+(-?[0-9.e+]+(?:,\s+-?[0-9.e+]+)*)\s+\]")
+
+
 def to_json(summary: Summary) -> str:
-    """The JSON document described in docs/summary.md."""
-    return json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n"
+    """The JSON document described in docs/summary.md (lists of numbers kept on one line)."""
+    text = json.dumps(summary.to_json(), indent=2, ensure_ascii=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
 
 
 # -------------------------------------------------------------------------------------------- html ---

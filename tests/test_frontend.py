@@ -242,3 +242,17 @@ def test_library_file_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     lib.write_text("block Pair(c) {\n  conv(c, 1) -> relu\n}\n")
     assert main(["check", str(lib)]) == 0
     assert "library of 1 blocks (Pair)" in capsys.readouterr().out
+
+
+def test_duplicate_output_names_are_made_distinct() -> None:
+    n = net("network N(x: [3, 8, 8]) {\n  y = conv(4, 3)\n  return y, y\n}\n")
+    assert [t.name for t in n.outputs] == ["y", "y_2"]
+
+
+def test_merges_take_no_defaults_and_networks_are_unique() -> None:
+    assert (
+        "add is a merge and takes no parameters"
+        in errors("defaults add(x=1)\nnetwork N(x: [4]) {\n  relu\n}\n")[0]
+    )
+    twice = "network N(x: [4]) {\n  relu\n}\nnetwork N(x: [4]) {\n  relu\n}\n"
+    assert errors(twice) == ["4:9: network N is already defined at t.cnn:1:9"]

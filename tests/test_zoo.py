@@ -7,12 +7,15 @@
   registry's lowering description (on the meta device: no memory, no arithmetic);
 - the torchvision mirrors list their parameters in torchvision's registration order, so a torchvision
   state_dict loads by order;
-- the worked examples from course notes on CNNs, as unit cases.
+- the worked examples from course notes on CNNs, as unit cases;
+- the examples and the generated op table of docs/language.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +266,57 @@ def test_inception_naive_5x5_costs_about_120_million() -> None:
     macs = _single("network N(x: [192, 28, 28]) { conv(32, 5, padding=same) }").macs
     assert macs == (28 * 28 * 32) * (5 * 5 * 192)
     assert round(macs / 1e6) == 120
+
+
+# ------------------------------------------------------------------------------ language reference ---
+
+LANGUAGE_DOC = ROOT / "docs" / "language.md"
+
+
+def _doc_examples() -> list[str]:
+    text = LANGUAGE_DOC.read_text(encoding="utf-8")
+    return [block for block in re.findall(r"```cnn\n(.*?)```", text, re.S) if "network " in block]
+
+
+@pytest.mark.parametrize("example", _doc_examples(), ids=lambda text: re.findall(r"network (\w+)", text)[0])
+def test_language_reference_examples(example: str) -> None:
+    """Every complete example in docs/language.md checks; those headed `# error: MESSAGE` fail with it."""
+    first = example.splitlines()[0]
+    if first.startswith("# error:"):
+        expected = first.removeprefix("# error:").strip()
+        with pytest.raises(cnndsl.SpecError) as info:
+            cnndsl.loads(example, "t.cnn")
+        assert any(expected in d.message for d in info.value.diagnostics), info.value.render()
+    else:
+        assert cnndsl.loads(example, "t.cnn").outputs
+
+
+def test_language_reference_op_table_is_current() -> None:
+    spec = importlib.util.spec_from_file_location("gen_op_table", ROOT / "docs" / "gen_op_table.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    text = LANGUAGE_DOC.read_text(encoding="utf-8")
+    assert generator.render(text) == text, (
+        "docs/language.md is stale: run python3 docs/gen_op_table.py --write"
+    )
+    for name in ops.REGISTRY:
+        assert f'<a id="op-{name}"></a>' in text
+
+
+def test_outputs_are_named_by_tensor_names_only() -> None:
+    """As documented: `return x, relu` names the first output x; an op applied is not a name."""
+    net = cnndsl.loads("network N(image: [3, 8, 8]) {\n  x = conv(4, 1)\n  return x, relu, image\n}")
+    assert [(t.name, t.shape) for t in net.outputs] == [
+        ("x", (4, 8, 8)),
+        ("output1", (4, 8, 8)),
+        ("image", (3, 8, 8)),
+    ]
+
+
+def test_statement_after_return_is_an_error() -> None:
+    with pytest.raises(cnndsl.SpecError) as info:
+        cnndsl.loads("network N(image: [3, 8, 8]) {\n  x = relu\n  return x\n  conv(3)\n}", "t.cnn")
+    assert [(d.line, d.column, d.message) for d in info.value.diagnostics] == [
+        (4, 3, "statement after return is never reached")
+    ]

@@ -45,6 +45,15 @@ def register(subparsers: Any) -> None:
         "--static-batch", action="store_true", help="fix the batch dimension instead of leaving it dynamic"
     )
     export_parser.add_argument("--logits", action="store_true", help="drop a trailing softmax")
+    export_parser.add_argument(
+        "--weights", metavar="FILE", help="a saved state_dict (torch.save) to export instead of fresh weights"
+    )
+    export_parser.add_argument(
+        "--match",
+        choices=("name", "order"),
+        default="name",
+        help="pair --weights tensors by key (default) or by registration order (other frameworks' checkpoints)",
+    )
     export_parser.set_defaults(handler=run_export)
 
 
@@ -75,9 +84,15 @@ def run_export(args: argparse.Namespace) -> int:
     network = load_network(args)
     from ..export import ExportError, OnnxUnavailable, export_onnx
 
+    module = _load_weights(network, args.weights, args.match, args.logits) if args.weights else None
     try:
         data = export_onnx(
-            network, batch=args.batch, logits=args.logits, opset=args.opset, dynamic_batch=not args.static_batch
+            network,
+            batch=args.batch,
+            logits=args.logits,
+            opset=args.opset,
+            dynamic_batch=not args.static_batch,
+            module=module,
         )
     except ExportError as error:
         # A missing optional package is a setup problem (2); a failed export or check is the model's (1).
@@ -85,3 +100,24 @@ def run_export(args: argparse.Namespace) -> int:
     write_output(args.onnx, data)
     print(f"{args.onnx}: {len(data):,} bytes, passes the onnx checker", file=sys.stderr)
     return 0
+
+
+def _load_weights(network: Any, path: str, match: str, logits: bool) -> Any:
+    import torch
+
+    from ..weights import WeightsMismatch, load_weights
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CliError(f"cannot read {path}: no such file") from None
+    except Exception as error:  # noqa: BLE001 - unpickling raises many kinds; the user gets one line
+        raise CliError(f"cannot load weights from {path}: {str(error).strip().splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a training checkpoint that wraps the state_dict
+    module = network.to_torch(logits=logits)
+    try:
+        load_weights(module, state, match=match)
+    except WeightsMismatch as error:
+        raise CliError(f"{path}: {error}", exit_code=1) from None
+    return module

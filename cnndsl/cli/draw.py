@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..render import AUTO_NODE_LIMIT
 from .common import CliError, add_spec_arguments, load_network, write_output
 
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid")
@@ -26,8 +27,8 @@ def _depth(text: str) -> int | str | None:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of levels or 'all', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
 
 
@@ -43,7 +44,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_spec_arguments(parser)
-    parser.add_argument("-o", "--output", metavar="OUT", help="output file: out.svg, .png, .pdf, .dot or .mmd/.md")
+    parser.add_argument(
+        "-o", "--output", metavar="OUT", help="output file: out.svg, .png, .pdf, .dot or .mmd/.md"
+    )
     parser.add_argument("--format", choices=FORMATS, help="output format (default: from the -o suffix)")
     parser.add_argument(
         "--depth",
@@ -51,14 +54,18 @@ def register(subparsers: Any) -> None:
         default="auto",
         metavar="K",
         help=(
-            "collapse block instances nested deeper than K into one box with their totals (0: every block the "
-            "network calls is one box); 'all' draws every node. Default: every node if that is at most "
-            "150 boxes, else the deepest K that fits"
+            "draw K levels, as summary --depth: a block instance at level K is one box with its totals "
+            "(1: every block the network calls is one box); 'all' draws every node. Default: every node "
+            f"if that is at most {AUTO_NODE_LIMIT} boxes, else the deepest K that fits"
         ),
     )
-    parser.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top-to-bottom or left-to-right")
+    parser.add_argument(
+        "--rankdir", choices=("TB", "LR"), default="TB", help="top-to-bottom or left-to-right"
+    )
     parser.add_argument("--no-shapes", action="store_true", help="leave tensor shapes off the edges")
-    parser.add_argument("--no-costs", action="store_true", help="leave parameter and MAC counts off the boxes")
+    parser.add_argument(
+        "--no-costs", action="store_true", help="leave parameter and MAC counts off the boxes"
+    )
     parser.add_argument("--no-legend", action="store_true", help="leave the colour legend out")
     parser.set_defaults(handler=run)
 
@@ -73,7 +80,9 @@ def _format(args: argparse.Namespace) -> str:
         return "mermaid"
     if suffix not in _SUFFIXES:
         known = ", ".join(sorted(_SUFFIXES))
-        raise CliError(f"cannot tell the format of {args.output!r} (known suffixes: {known}, .md); use --format")
+        raise CliError(
+            f"cannot tell the format of {args.output!r} (known suffixes: {known}, .md); use --format"
+        )
     return _SUFFIXES[suffix]
 
 
@@ -87,25 +96,18 @@ def run(args: argparse.Namespace) -> int:
     depth = render.resolve_depth(network, args.depth)
     if args.depth == "auto" and depth is not None:
         print(
-            f"cnndsl draw: note: {render.box_count(network, None)} nodes are too many to read; blocks nested "
-            f"deeper than {depth} are drawn collapsed ({render.box_count(network, depth)} boxes). "
-            "--depth all draws every node.",
+            f"cnndsl draw: note: {render.box_count(network, None)} nodes are too many to read at once: "
+            f"{render.collapse_note(depth)} ({render.box_count(network, depth)} boxes); --depth all draws every node",
             file=sys.stderr,
         )
-    options = {
-        "depth": depth,
-        "rankdir": args.rankdir,
-        "shapes": not args.no_shapes,
-        "costs": not args.no_costs,
-        "legend": not args.no_legend,
-    }
+    rankdir, shapes, costs, legend = args.rankdir, not args.no_shapes, not args.no_costs, not args.no_legend
     data: str | bytes
     if fmt == "mermaid":
-        data = render.to_mermaid(network, **options)  # type: ignore[arg-type]
+        data = render.to_mermaid(network, depth, rankdir, shapes=shapes, costs=costs, legend=legend)
         if args.output and Path(args.output).suffix.lower() == ".md":
             data = f"```mermaid\n{data}```\n"  # a markdown file GitHub renders as the diagram
     else:
-        graph = render.to_graphviz(network, **options)  # type: ignore[arg-type]
+        graph = render.to_graphviz(network, depth, rankdir, shapes=shapes, costs=costs, legend=legend)
         data = graph.source if fmt == "dot" else _render(graph, fmt)
     if args.output is None:
         sys.stdout.write(data if isinstance(data, str) else data.decode())

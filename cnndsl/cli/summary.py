@@ -19,16 +19,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     from ..analysis import DTYPE_BYTES
     from ..report import FORMATS
@@ -48,9 +38,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--depth",
-        type=_non_negative,
+        type=_positive,
         metavar="K",
-        help="collapse block instances nested deeper than K into one row with their sums (0 = top-level blocks)",
+        help="show rows at most K path levels deep: a block instance at level K becomes one row with its sums "
+        "(1 = the network body's layers and blocks)",
     )
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")

@@ -1,0 +1,89 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of plain data and tensors only (no pickled classes), so loading one never runs code:
+
+``format`` (``"cnndsl-checkpoint"``), ``version``, ``network`` (name), ``input_shape``, ``classes``,
+``normalize`` (``mean``, ``std``), ``pixel_max``, ``model`` (state_dict), ``optimizer``, ``scheduler``, ``scaler``,
+``rng`` (one entry per process), ``epoch`` (epochs completed), ``step``, ``best``, ``history`` (the metric
+records), ``config`` and ``spec_text``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import TrainError
+
+FORMAT = "cnndsl-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``: a
+    reader (or a crash) sees the old file or the new one, never half of one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        # Also on KeyboardInterrupt: never leave temp files behind.
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Serialize ``state`` once and write it atomically to every path (``best.pt`` and ``last.pt``)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    for path in paths:
+        atomic_write(path, data)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with the errors a user can cause turned into :class:`TrainError`."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TrainError(f"{path}: is a folder, not a checkpoint file") from None
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
+        raise TrainError(f"{path}: refused to load: not a plain weights file ({first})") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrainError(f"{path}: not a readable checkpoint ({first})") from None
+
+
+def is_cnndsl_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def state_dict_of(obj: Any, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The model weights inside a loaded file: ours (``model``), a bare state_dict, or the common wrappers
+    (``state_dict``, ``model``, ``model_state_dict``)."""
+    if is_cnndsl_checkpoint(obj):
+        return dict(obj["model"])
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return dict(obj)
+    raise TrainError(f"{path}: holds no state_dict (expected a cnndsl checkpoint or a dict of tensors)")

@@ -1,0 +1,77 @@
+"""Per-epoch metric records: ``metrics.jsonl``, ``metrics.csv`` and a PNG of the curves.
+
+The checkpoint holds the full history, so these files are rewritten from it after every epoch (atomically): after
+a crash and ``--resume`` they always agree with ``last.pt``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .checkpoint import atomic_write
+
+FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "time_s")
+
+
+def to_jsonl(history: Sequence[dict[str, Any]]) -> str:
+    return "".join(json.dumps({k: record.get(k) for k in FIELDS}) + "\n" for record in history)
+
+
+def to_csv(history: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(FIELDS)
+    for record in history:
+        writer.writerow(["" if record.get(k) is None else record[k] for k in FIELDS])
+    return buffer.getvalue()
+
+
+def write_metrics(history: Sequence[dict[str, Any]], folder: str | os.PathLike[str]) -> None:
+    atomic_write(os.path.join(folder, "metrics.jsonl"), to_jsonl(history))
+    atomic_write(os.path.join(folder, "metrics.csv"), to_csv(history))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def plot_curves(history: Sequence[dict[str, Any]], title: str = "") -> bytes:
+    """Loss and accuracy per epoch (train and validation) as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+
+    def series(key: str) -> list[float]:
+        return [math.nan if r.get(key) is None else float(r[key]) for r in history]
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    left.plot(epochs, series("train_loss"), marker="o", label="train")
+    left.plot(epochs, series("val_loss"), marker="o", label="val")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss")
+    left.set_title("loss")
+    left.legend()
+    right.plot(epochs, [100 * v for v in series("train_acc")], marker="o", label="train")
+    right.plot(epochs, [100 * v for v in series("val_acc")], marker="o", label="val")
+    right.set_xlabel("epoch")
+    right.set_ylabel("accuracy (%)")
+    right.set_title("accuracy")
+    right.legend()
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
