@@ -490,7 +490,9 @@ def summarize(network: Network, batch: int = 1, dtype: str = "float32", depth: i
     )
     by_id = {layer.id: layer for layer in layers}
     output_fields = {
-        t.name: by_id[t.node].receptive_field if t.node in by_id else ReceptiveField.identity(_extent(t.shape))
+        t.name: by_id[t.node].receptive_field
+        if t.node in by_id
+        else ReceptiveField.identity(_extent(t.shape))
         for t in network.outputs
     }
     feature_map = None
@@ -549,4 +551,3 @@ def _short(value: float) -> str:
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-

@@ -82,10 +82,11 @@ class Diagnostic:
 
     def render(self, sources: SourceMap | None = None) -> str:
         """``file:line:col: error: message``, then the source line with a caret, then the instantiation chain."""
-        out = [f"{self.span}: {self.severity}: {self.message}"]
+        out = [_escaped(f"{self.span}: {self.severity}: {self.message}")]
         text = sources.line(self.span.file, self.span.line) if sources else None
         if text is not None:
-            expanded = text.expandtabs(1)
+            # One character per column, so the caret stays aligned; control characters cannot reach the terminal.
+            expanded = "".join(c if c.isprintable() else "\ufffd" for c in text.expandtabs(1))
             out.append("    " + expanded)
             start = max(self.span.column - 1, 0)
             if self.span.end_line == self.span.line:
@@ -95,10 +96,17 @@ class Diagnostic:
             width = min(width, max(len(expanded) - start, 1))
             out.append("    " + " " * start + "^" + "~" * (width - 1))
         for note in self.notes:
-            out.append(f"  note: {note}")
+            out.append(_escaped(f"  note: {note}"))
         for frame in reversed(self.chain):
-            out.append(f"  in {frame.call} at {frame.span}")
+            out.append(_escaped(f"  in {frame.call} at {frame.span}"))
         return "\n".join(out)
+
+
+def _escaped(text: str) -> str:
+    """Control characters as escapes: names and strings from a hostile spec must not drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class SourceMap:
@@ -108,7 +116,9 @@ class SourceMap:
         self._lines: dict[str, list[str]] = {}
 
     def add(self, file: str, text: str) -> None:
-        self._lines[file] = text.splitlines()
+        # Only "\n" ends a line, as in the lexer: str.splitlines() would also split at \r, \f, \u2028 and
+        # other separators a comment may hold, and quote the wrong line.
+        self._lines[file] = [line.removesuffix("\r") for line in text.split("\n")]
 
     def line(self, file: str, line: int) -> str | None:
         lines = self._lines.get(file)

@@ -47,6 +47,19 @@ MAX_BLOCK_DEPTH = 64
 MAX_NUMBER = 2**53
 """Arithmetic results past this are refused: no spec needs them and they only make huge allocations."""
 
+DEFAULT_NODE_BUDGET = 100_000
+"""Nodes a spec may elaborate to unless the caller says otherwise. The largest zoo spec has about 1,000; checking
+costs about 8 us and 1 KiB per node, so the default keeps any spec under 100 kB within ~1 s and ~150 MiB."""
+
+WORK_PER_NODE = 12
+"""Elaboration steps allowed per node of the budget; a step costs about a microsecond. One value evaluated is 1
+step, one layer applied 3, one block instance 6, one node 5 plus its path length / 64; a typical node takes about
+10 with its arguments. Repetitions of things that make no node (``identity * 10**12``), nested instances, huge
+list arguments and long paths are bounded by this, where the node count alone would not bound them."""
+
+MAX_CALL_TEXT = 200
+"""Longest block call kept for the instantiation chain (``in Basic(c=128) at ...``); longer ones are cut."""
+
 
 class _Poisoned(Exception):
     """A value depends on an error already reported; abandon the statement quietly."""
@@ -106,7 +119,7 @@ class Scope:
 
 @dataclass
 class ElaborationOptions:
-    node_budget: int = 1_000_000
+    node_budget: int = DEFAULT_NODE_BUDGET
     max_errors: int = 20
     input_shapes: dict[str | None, Shape] | None = None
 
@@ -126,12 +139,28 @@ class Elaborator:
         self.options = options
         self.sink = sink
         self.nodes: list[Node] = []
+        self.work = 0
+        self.work_limit = WORK_PER_NODE * options.node_budget
 
     # -------------------------------------------------------------------------------- reporting ---
 
     def report(self, span: Span, message: str, scope: Scope | None, notes: Sequence[str] = ()) -> None:
         self.sink.add(Diagnostic(span, message, chain=scope.frames if scope else (), notes=tuple(notes)))
         if self.sink.full:
+            raise _Stop()
+
+    def _spend(self, steps: int, span: Span, scope: Scope | None) -> None:
+        """Count elaboration work; stop once it passes the limit derived from the node budget."""
+        self.work += steps
+        if self.work > self.work_limit:
+            self.sink.add(
+                Diagnostic(
+                    span,
+                    f"checking the spec takes more than {self.work_limit:,} steps ({WORK_PER_NODE} per node of "
+                    f"the node budget of {self.options.node_budget:,}; --node-budget changes it)",
+                    chain=scope.frames if scope else (),
+                )
+            )
             raise _Stop()
 
     # ---------------------------------------------------------------------------------- network ---
@@ -241,6 +270,11 @@ class Elaborator:
                 current = POISON
             except _Poisoned:
                 current = POISON
+            except RecursionError:
+                # Blocks and brackets nested within each other past what the Python stack holds: the
+                # innermost statement that catches it is the one to point at.
+                self.report(stmt.span, "blocks and brackets nested too deeply to check", scope)
+                current = POISON
         return [(None, current)]
 
     def _check_new_name(self, name: str, span: Span, scope: Scope) -> None:
@@ -313,6 +347,7 @@ class Elaborator:
 
     def apply(self, expr: Expr, scope: Scope, x: Ref, head: bool) -> Ref:
         """Apply a layer expression to ``x``; ``head`` is true where a tensor name may start a chain."""
+        self._spend(3, expr.span, scope)
         if isinstance(expr, Chain):
             x = self.apply(expr.items[0], scope, x, head)
             for item in expr.items[1:]:
@@ -396,7 +431,7 @@ class Elaborator:
             )
         if count == 0:
             return x
-        before = len(self.nodes)
+        before, work_before = len(self.nodes), self.work
         x = self.apply(expr.left, scope, x, False)
         per_copy = len(self.nodes) - before
         projected = len(self.nodes) + per_copy * (count - 1)
@@ -405,6 +440,14 @@ class Elaborator:
                 expr.span,
                 f"this repetition would make about {projected:,} nodes, over the node budget of "
                 f"{self.options.node_budget:,} (--node-budget changes it)",
+            )
+        # A copy that makes no node still costs work (identity, an empty block, `relu * 0`): project that too.
+        projected_work = self.work + (self.work - work_before) * (count - 1)
+        if projected_work > self.work_limit:
+            raise LocatedError(
+                expr.span,
+                f"this repetition would take about {projected_work:,} steps to check, over the limit of "
+                f"{self.work_limit:,} ({WORK_PER_NODE} per node of the node budget; --node-budget changes it)",
             )
         for _ in range(count - 1):
             x = self.apply(expr.left, scope, x, False)
@@ -427,8 +470,9 @@ class Elaborator:
         for name, expr in zip(names, call.args, strict=False):
             values[name] = self.value(expr, scope)
             spans[name] = expr.span
+        known = names if len(names) <= 8 else set(names)  # blocks may have thousands of parameters
         for kwarg in call.kwargs:
-            if kwarg.name not in names:
+            if kwarg.name not in known:
                 raise LocatedError(
                     kwarg.span,
                     f"unknown parameter '{kwarg.name}' for {what}{did_you_mean(kwarg.name, names)}",
@@ -564,6 +608,8 @@ class Elaborator:
         inputs: Sequence[Ref],
         shape: Shape,
     ) -> Node:
+        # A node's path is its largest part: long block names nested deep must count against the budget.
+        self._spend(5 + len(path) // 64, span, scope)
         if len(self.nodes) >= self.options.node_budget:
             self.sink.add(
                 Diagnostic(
@@ -597,6 +643,7 @@ class Elaborator:
             raise LocatedError(call.name_span, f"block {definition.name} instantiates itself ({cycle})")
         if len(scope.frames) >= MAX_BLOCK_DEPTH:
             raise LocatedError(call.name_span, f"blocks nested more than {MAX_BLOCK_DEPTH} deep")
+        self._spend(6, call.span, scope)  # an instance costs about a node (its scope, frame and call text)
         names = [p.name for p in definition.params]
         values, _ = self._bind(call, names, f"block {definition.name}", scope)
         if x.shape is None:
@@ -616,8 +663,11 @@ class Elaborator:
                     call.span,
                     f"block {definition.name} needs '{param.name}' (its parameters: {', '.join(names)})",
                 )
-        shown = ", ".join(f"{k}={_show(v)}" for k, v in inner.values.items())
-        inner.frames = (*scope.frames, Frame(path, definition.name, f"{definition.name}({shown})", call.span))
+        shown = f"{definition.name}({', '.join(f'{k}={_show(v)}' for k, v in inner.values.items())})"
+        if len(shown) > MAX_CALL_TEXT:
+            # Every node of the instance keeps this text: a huge list argument must not be copied per instance.
+            shown = shown[: MAX_CALL_TEXT - 4] + "...)"
+        inner.frames = (*scope.frames, Frame(path, definition.name, shown, call.span))
         results = self.body(definition.body, inner, x)
         if len(results) != 1:
             raise LocatedError(
@@ -632,6 +682,7 @@ class Elaborator:
 
     def value(self, expr: Expr, scope: Scope) -> Any:
         """Evaluate an argument expression: a number, bool, symbol, list, or the ``?`` wildcard."""
+        self._spend(1, expr.span, scope)
         if isinstance(expr, Number):
             return expr.value
         if isinstance(expr, String):

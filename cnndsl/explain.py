@@ -38,6 +38,7 @@ class Explanation:
     path: str
     title: str
     location: str
+    """``file:line:column`` where the layer was written, and the block call it sits in."""
     lines: tuple[str, ...]
     checks: tuple[Check, ...]
 
@@ -79,7 +80,7 @@ def render_explanations(network: Network, explanations: list[Explanation]) -> st
         "Shapes are [C, H, W] per sample; p = padding, s = stride, d = dilation, g = groups, k = kernel.",
     ]
     for item in explanations:
-        out += ["", f"{item.title}   ({item.location})", *("  " + line for line in item.lines)]
+        out += ["", item.title, f"  at {item.location}", *("  " + line for line in item.lines)]
     return "\n".join(out) + "\n"
 
 
@@ -105,7 +106,9 @@ def _explain_layer(node: Node, layer: LayerCost, fields: dict[int, ReceptiveFiel
     elif op.family == "norm" and layer.params:
         # Batchnorm: a scale and a shift per channel, plus running statistics that are not trained.
         channels = node.input_shapes[0][0]
-        lines.append(f"Params: 2·C (scale γ and shift β per channel) = 2·{channels} = {format_count(layer.params)}")
+        lines.append(
+            f"Params: 2·C (scale γ and shift β per channel) = 2·{channels} = {format_count(layer.params)}"
+        )
         checks.append(Check("params", 2 * channels, layer.params))
         lines.append(
             f"Buffers (not trained): 2·C + 1 (running mean, running variance, batch counter) = 2·{channels} + 1 "
@@ -115,10 +118,14 @@ def _explain_layer(node: Node, layer: LayerCost, fields: dict[int, ReceptiveFiel
         lines.append("MACs: 0 (only conv and linear count)")
         checks.append(Check("macs", 0, layer.macs))
     else:
-        lines.append(f"Params: {format_count(layer.params)}" + ("" if layer.params else " (nothing to learn)"))
+        lines.append(
+            f"Params: {format_count(layer.params)}" + ("" if layer.params else " (nothing to learn)")
+        )
         if layer.buffers:
             lines.append(f"Buffers (not trained): {format_count(layer.buffers)}")
-        lines.append(f"MACs: {format_count(layer.macs)}" + ("" if layer.macs else " (only conv and linear count)"))
+        lines.append(
+            f"MACs: {format_count(layer.macs)}" + ("" if layer.macs else " (only conv and linear count)")
+        )
     lines.append(f"FLOPs: {format_count(layer.flops)}   rule: {op.flops_rule}")
     _receptive_field(node, rule, layer, fields, lines, checks)
     if op.family == "conv":
@@ -129,8 +136,9 @@ def _explain_layer(node: Node, layer: LayerCost, fields: dict[int, ReceptiveFiel
             "with no weight sharing."
         )
     location = f"{node.span.file}:{node.span.line}:{node.span.column}"
-    within = f" in {node.frames[-1].call}" if node.frames else ""
-    return Explanation(node.path, f"{node.path} — {layer.label}{within}", location, tuple(lines), tuple(checks))
+    if node.frames:
+        location += f", in {node.frames[-1].call}"
+    return Explanation(node.path, f"{node.path} — {layer.label}", location, tuple(lines), tuple(checks))
 
 
 def _output_size(node: Node, rule: RFRule, lines: list[str], checks: list[Check]) -> None:
@@ -140,9 +148,17 @@ def _output_size(node: Node, rule: RFRule, lines: list[str], checks: list[Check]
     name = "ceil" if ceil else "floor"
     lines.append(f"Output size per axis: {name}((H + 2p − d(k−1) − 1)/s) + 1")
     if ceil:
-        lines.append("  (ceil mode: a last window that would start in the right padding is dropped, as in torch)")
+        lines.append(
+            "  (ceil mode: a last window that would start in the right padding is dropped, as in torch)"
+        )
     terms = [
-        (node.input_shapes[0][axis + 1], args["kernel"][axis], args["stride"][axis], rule.padding[axis], dilation[axis])
+        (
+            node.input_shapes[0][axis + 1],
+            args["kernel"][axis],
+            args["stride"][axis],
+            rule.padding[axis],
+            dilation[axis],
+        )
         for axis in range(2)
     ]
     shown = [("H and W", 0)] if terms[0] == terms[1] else [("H", 0), ("W", 1)]
@@ -216,7 +232,9 @@ def _receptive_field(
         lines.append("Receptive field: global (its input already depends on the whole input)")
         return
     if len(sources) > 1:
-        lines.append("Receptive field: union of the branches (the widest interval holding every branch's region)")
+        lines.append(
+            "Receptive field: union of the branches (the widest interval holding every branch's region)"
+        )
         for index, branch in enumerate(sources, start=1):
             after = branch.apply(rule)
             lines.append(
@@ -282,9 +300,9 @@ def _dense_comparison(node: Node, layer: LayerCost, lines: list[str], checks: li
     )
     lines.append(
         f"  dense: {format_count(inputs)}·{format_count(outputs)} = {format_count(dense_weights)} weights "
-        f"+ {format_count(outputs)} biases = {format_count(dense_params)} params, "
-        f"{format_count(dense_weights)} MACs"
+        f"+ {format_count(outputs)} biases"
     )
+    lines.append(f"         = {format_count(dense_params)} params, {format_count(dense_weights)} MACs")
     lines.append(
         f"  conv:  {kh}·{kw}·{cin // groups}·{cout} = {format_count(weights)} weights, "
         f"{format_count(layer.params)} params, {format_count(layer.macs)} MACs"

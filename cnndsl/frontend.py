@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .diagnostics import Diagnostic, DiagnosticSink, LocatedError, SourceMap, Span, SpecError
-from .elaborate import BlockInfo, ElaborationOptions, Elaborator, _Stop
+from .elaborate import DEFAULT_NODE_BUDGET, BlockInfo, ElaborationOptions, Elaborator, _Stop
 from .network import Network
 from .ops import Shape
 from .syntax import BlockDef, Defaults, Import, Module, NetworkDef, parse
@@ -257,7 +257,7 @@ def loads(
     *,
     network: str | None = None,
     input_shapes: Mapping[str | None, Shape] | None = None,
-    node_budget: int = 1_000_000,
+    node_budget: int = DEFAULT_NODE_BUDGET,
     allow_outside_imports: bool = False,
     max_errors: int = 20,
 ) -> Network:
@@ -284,7 +284,7 @@ def load(
     *,
     network: str | None = None,
     input_shapes: Mapping[str | None, Shape] | None = None,
-    node_budget: int = 1_000_000,
+    node_budget: int = DEFAULT_NODE_BUDGET,
     allow_outside_imports: bool = False,
     max_errors: int = 20,
 ) -> Network:

@@ -24,6 +24,7 @@ call, and so on; ``None`` draws every node. ``"auto"`` (the default) draws every
 from __future__ import annotations
 
 import html
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -521,7 +522,8 @@ def to_graphviz(
         name=network.name,
         graph_attr={
             "rankdir": rankdir,
-            # Children in edge order, so branches run left to right (or top to bottom) as written.
+            # Children in edge order, so branches run left to right as written; dot ignores this inside
+            # clusters, where the rank=same rows of Cluster.rows do the same job.
             "ordering": "out",
             "label": _title(diagram, legend),
             "labelloc": "t",
@@ -569,6 +571,8 @@ def to_graphviz(
                 continue
             with target.subgraph(name=item.id) as sub:
                 sub.attr(
+                    label=_html(item.frame.call, item.details, bold=True, align="left"),
+                    labeljust="l",
                     # Alternate shades so a block nested in another stands out from its parent.
                     style="rounded,filled",
                     fillcolor=_CLUSTER_FILLS[level % len(_CLUSTER_FILLS)],
@@ -576,19 +580,8 @@ def to_graphviz(
                     fontsize="10",
                     tooltip=item.frame.path,
                 )
-                title = f"{item.id}_title"
-                sub.node(
-                    title,
-                    _html(item.frame.call, item.details, bold=True, align="left"),
-                    shape="plaintext",
-                    style="",
-                    margin="0",
-                    tooltip=item.frame.path,
-                )
                 add_items(sub, item.items, level + 1)
                 add_rows(sub, item.rows)
-                for entry in entries[item.id]:
-                    sub.edge(title, entry, style="invis")
 
     def add_rows(target: graphviz.Digraph, rows: list[tuple[str, ...]]) -> None:
         for row in rows:
@@ -597,17 +590,6 @@ def to_graphviz(
                 for left, right in zip(row, row[1:], strict=False):
                     same.edge(left, right, style="invis")
 
-    # Boxes of each cluster fed from outside it: the cluster's title sits above them.
-    entries: dict[str, list[str]] = {}
-    inside: dict[str, set[str]] = {}
-    for cluster in diagram.clusters():
-        inside[cluster.id] = {b.id for b in Diagram("", (), None, cluster.items, [], [], []).boxes()}
-    for cluster_id, ids in inside.items():
-        found = []
-        for link in diagram.links:
-            if link.head in ids and link.tail not in ids and link.head not in found:
-                found.append(link.head)
-        entries[cluster_id] = found
     add_items(graph, diagram.items, 0)
     add_rows(graph, diagram.rows)
     for link in diagram.links:
@@ -654,7 +636,8 @@ def to_mermaid(
     """The network as a mermaid flowchart (GitHub renders it in a ```` ```mermaid ```` block in markdown)."""
     diagram = build(network, depth=depth, costs=costs, shapes=shapes)
     title = " · ".join((diagram.name, *diagram.details))
-    lines = ["---", f"title: {title}", "---", f"flowchart {rankdir}"]
+    # JSON is valid YAML: the quotes keep a ": " in the title from being read as a mapping.
+    lines = ["---", f"title: {json.dumps(title, ensure_ascii=False)}", "---", f"flowchart {rankdir}"]
     for family in diagram.families:
         fill, border = _colours(family)
         lines.append(f"    classDef {_class(family)} fill:{fill},stroke:{border},color:#000")

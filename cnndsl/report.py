@@ -106,7 +106,7 @@ _RIGHT = {3, 4, 5, 6, 7}
 def to_text(summary: Summary) -> str:
     """A table that fits :data:`WIDTH` columns, then the totals with their conventions."""
     cells = [_columns(row) for row in summary.rows]
-    widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(_TEXT_HEADINGS[1:])]
+    widths = [max([len(h)] + [len(cell[i]) for cell in cells]) for i, h in enumerate(_TEXT_HEADINGS[1:])]
     # Path and label share what the figures leave; the label keeps at least _MAX_LABEL, the path _MIN_PATH.
     room = WIDTH - sum(widths[1:]) - 2 * len(widths)
     longest_path = max([len(_TEXT_HEADINGS[0])] + [len(row.path) for row in summary.rows])
@@ -114,14 +114,14 @@ def to_text(summary: Summary) -> str:
     path_width = max(_MIN_PATH, min(longest_path, room - label_width))
     label_width = max(8, min(label_width, room - path_width))
     widths[0] = label_width
-    for line in cells:
-        line[0] = _clip(line[0], label_width)
+    for values in cells:
+        values[0] = _clip(values[0], label_width)
     all_widths = [path_width, *widths]
 
-    def line(values: Sequence[str]) -> str:
+    def line(cells_of_row: Sequence[str]) -> str:
         parts = [
             value.rjust(width) if index in _RIGHT else value.ljust(width)
-            for index, (value, width) in enumerate(zip(values, all_widths, strict=True))
+            for index, (value, width) in enumerate(zip(cells_of_row, all_widths, strict=True))
         ]
         return "  ".join(parts).rstrip()
 

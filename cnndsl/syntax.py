@@ -20,7 +20,13 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from .diagnostics import LocatedError, Span
 
 MAX_NESTING = 100
-"""Brackets nested deeper than this are refused before parsing: no input may exhaust the Python stack."""
+"""Brackets nested deeper than this are refused before parsing: no input may exhaust the Python stack.
+
+Operators count too: ``1 + 1 + ...`` and ``- - 1`` nest the syntax tree one level per operator, so the depth
+checked is open brackets plus the arithmetic operators of the expressions they contain."""
+
+MAX_INT_LITERAL = 2**53
+"""Integer literals past this are refused where they are written (elaboration refuses results past it too)."""
 
 
 # --------------------------------------------------------------------------------------------------- AST ---
@@ -197,6 +203,8 @@ class Module:
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
 _CLOSERS = {"RPAR", "RSQB"}
+_ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH", "__ANON_0", "PERCENT"}  # each nests the tree one level
+_SIBLINGS = {"COMMA", "VBAR", "_ARROW", "EQUAL", "COLON"}  # what follows starts a new subtree at this level
 
 
 class _PostLexer:
@@ -214,6 +222,9 @@ class _PostLexer:
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         stack: list[Token] = []
         self.open_brackets = stack
+        # Arithmetic operators in the current subtree, per bracket level (0: outside brackets), and their sum.
+        operators = [0]
+        nested_operators = 0
         pending_newline: Token | None = None
         previous: str | None = None
         for token in stream:
@@ -221,9 +232,12 @@ class _PostLexer:
             if kind == "_NL":
                 if not stack and previous not in (None, "LBRACE", "_ARROW", "_NL"):
                     pending_newline = token
+                if not stack:
+                    nested_operators, operators[0] = 0, 0
                 continue
             if kind in _OPENERS:
                 stack.append(token)
+                operators.append(0)
                 if len(stack) > MAX_NESTING:
                     raise LocatedError(
                         _token_span(self.file, token),
@@ -232,7 +246,20 @@ class _PostLexer:
             elif kind in _CLOSERS:
                 if stack and _OPENERS[stack[-1].type] == kind:
                     stack.pop()
-            elif kind in ("LBRACE", "RBRACE") and stack:
+                    nested_operators -= operators.pop()
+            elif kind in _ARITHMETIC:
+                operators[-1] += 1
+                nested_operators += 1
+                if len(stack) + nested_operators > MAX_NESTING:
+                    raise LocatedError(
+                        _token_span(self.file, token),
+                        f"expression nested more than {MAX_NESTING} deep (brackets and arithmetic operators "
+                        "count); split it or use a block parameter",
+                    )
+            elif kind in _SIBLINGS or (kind in ("LBRACE", "RBRACE") and not stack):
+                nested_operators -= operators[-1]
+                operators[-1] = 0
+            elif kind in ("LBRACE", "RBRACE"):
                 opener = stack[-1]
                 raise LocatedError(
                     _token_span(self.file, opener),
@@ -423,6 +450,9 @@ def parse(text: str, file: str = "<string>") -> Module:
 def _number(text: str) -> int | float:
     if any(c in text for c in ".eE"):
         return float(text)
+    # Checked on the digits first: int() refuses more than 4300 digits with a ValueError.
+    if len(text.lstrip("0")) > len(str(MAX_INT_LITERAL)) or int(text) > MAX_INT_LITERAL:
+        raise ValueError("number too large")
     return int(text)
 
 
@@ -518,7 +548,13 @@ class _ToAst(Transformer[Token, Any]):
         return Neg(operand, self._span(meta))
 
     def number(self, meta: Any, token: Token) -> Number:
-        return Number(_number(token.value), self._tok(token))
+        try:
+            return Number(_number(token.value), self._tok(token))
+        except ValueError:
+            shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
+            raise LocatedError(
+                self._tok(token), f"number too large ({shown}); integers go up to 2**53"
+            ) from None
 
     def string(self, meta: Any, token: Token) -> String:
         return String(token.value[1:-1], self._tok(token))
@@ -544,12 +580,14 @@ class _ToAst(Transformer[Token, Any]):
         name, *arguments = children
         args: list[Expr] = []
         kwargs: list[Kwarg] = []
+        seen: set[str] = set()  # a set: thousands of keyword arguments must not make this quadratic
         for argument in arguments:
             if argument is None:
                 continue
             if isinstance(argument, Kwarg):
-                if any(k.name == argument.name for k in kwargs):
+                if argument.name in seen:
                     raise LocatedError(argument.span, f"parameter '{argument.name}' given twice")
+                seen.add(argument.name)
                 kwargs.append(argument)
             elif kwargs:
                 raise LocatedError(_expr_span(argument), "positional argument after a keyword argument")

@@ -97,7 +97,9 @@ def _hook_macs(module: torch.nn.Module, net: Network) -> dict[str, int]:
                 per_output = (layer.in_channels // layer.groups) * kh * kw
                 counts[paths[name]] = output[0].numel() * per_output
             elif isinstance(layer, torch.nn.Linear):
-                counts[paths[name]] = output[0].numel() // layer.out_features * layer.in_features * layer.out_features
+                counts[paths[name]] = (
+                    output[0].numel() // layer.out_features * layer.in_features * layer.out_features
+                )
             else:
                 counts[paths[name]] = 0
 
@@ -246,7 +248,9 @@ def _gradient_region(net: Network, position: tuple[int, int]) -> list[tuple[int,
     return [(int(rows.min()), int(rows.max())), (int(cols.min()), int(cols.max()))]
 
 
-@pytest.mark.parametrize("text", [SEQUENTIAL, RESIDUAL, INCEPTION], ids=["sequential", "residual", "inception"])
+@pytest.mark.parametrize(
+    "text", [SEQUENTIAL, RESIDUAL, INCEPTION], ids=["sequential", "residual", "inception"]
+)
 def test_receptive_field_matches_gradient(text: str) -> None:
     net = cnndsl.loads(text)
     rf = summarize(net).output_fields["output"]
@@ -259,6 +263,23 @@ def test_receptive_field_matches_gradient(text: str) -> None:
         assert all(low >= 0 for low, _ in predicted)
         assert predicted[0][1] <= in_h - 1 and predicted[1][1] <= in_w - 1
         assert _gradient_region(net, position) == [(int(low), int(high)) for low, high in predicted]
+
+
+def test_upsampling_field_size_matches_gradient() -> None:
+    # Nearest upsampling repeats pixels, so no affine rule places every region exactly (docs/summary.md); the
+    # size and the jump are exact, which is what this checks.
+    net = cnndsl.loads(
+        "network F(x: [1, 64, 64]) {\n"
+        "    c3 = conv(4, 3, stride=2, padding=1)\n"
+        "    c4 = conv(4, 3, stride=2, padding=1)\n"
+        "    add(c4 -> upsample(2) | c3 -> conv(4, 1))\n"
+        "    conv(4, 3, padding=1)\n"
+        "}\n"
+    )
+    rf = summarize(net).output_fields["output"]
+    for position in [(15, 15), (16, 16), (16, 17)]:
+        (top, bottom), (left, right) = _gradient_region(net, position)
+        assert (bottom - top + 1, right - left + 1) == rf.size
 
 
 def test_merge_takes_the_union_of_branches() -> None:

@@ -278,7 +278,7 @@ def test_auto_depth_keeps_big_networks_readable(capsys: pytest.CaptureFixture[st
         assert len(list(diagram.boxes())) - len(network.outputs) <= render.AUTO_NODE_LIMIT
     code, _, err = draw(capsys, str(spec("resnet152")), "-o", str(tmp_path / "r.dot"))
     assert code == 0
-    assert "515 nodes" in err and "--depth all" in err
+    assert "514 layers are too many" in err and "(57 boxes)" in err and "--depth all" in err
     code, _, err = draw(capsys, str(spec("resnet152")), "-o", str(tmp_path / "r.dot"), "--depth", "all")
     assert code == 0 and err == ""
     assert len(re.findall(r"^\s*n\d+ \[", (tmp_path / "r.dot").read_text(), re.M)) == 515
@@ -356,7 +356,7 @@ def test_mermaid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, text, _ = draw(capsys, str(spec("resnet18")), "--format", "mermaid", "--depth", "all")
     assert code == 0
     lines = text.splitlines()
-    assert lines[0] == "---" and lines[1].startswith("title: ResNet18") and lines[3] == "flowchart TB"
+    assert lines[0] == "---" and lines[1].startswith('title: "ResNet18') and lines[3] == "flowchart TB"
     declared = re.findall(r"^\s*(\w+)[\[(]", text, re.M)
     assert len(declared) == len(set(declared))
     for tail, head in re.findall(r"^\s*(\w+) -->(?:\|\"[^\"]*\"\|)? (\w+)$", text, re.M):

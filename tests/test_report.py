@@ -8,12 +8,14 @@ the HTML page for being self-contained, and the text table for fitting 120 colum
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from conftest import ROOT, SPECS, spec_files
@@ -64,7 +66,9 @@ def test_every_total_names_its_convention() -> None:
     assert re.search(r"^Params\s+11,689,512\s+trainable", text, re.M)
     assert re.search(r"^Non-trainable\s+9,620\s+buffers: batchnorm", text, re.M)
     markdown = to_markdown(summarize(cnndsl.load(SPECS / "resnet18.cnn")))
-    assert "| MACs | 1,814,073,344 | conv+linear multiply-accumulates, bias excluded, per sample |" in markdown
+    assert (
+        "| MACs | 1,814,073,344 | conv+linear multiply-accumulates, bias excluded, per sample |" in markdown
+    )
 
 
 REQUIRED_KEYS = {
@@ -93,7 +97,7 @@ def test_json_schema() -> None:
     net = cnndsl.load(SPECS / "googlenet.cnn")
     summary = summarize(net, batch=4, dtype="float16", depth=1)
     data = json.loads(to_json(summary))
-    assert REQUIRED_KEYS <= set(data)
+    assert set(data) >= REQUIRED_KEYS
     assert data["network"] == "GoogLeNet"
     assert data["inputs"] == {"image": [3, 224, 224]}
     assert data["outputs"] == {"output": [1000]}
@@ -103,10 +107,13 @@ def test_json_schema() -> None:
     assert data["activation_bytes"] == summary.totals.activation_bytes
     assert data["param_bytes"] == data["trainable_params"] * 2
     for layer in data["layers"]:
-        assert LAYER_KEYS <= set(layer)
+        assert set(layer) >= LAYER_KEYS
         assert set(layer["receptive_field"]) == {"size", "jump", "start", "global"}
     for key in ("params", "macs", "flops", "activation_bytes"):
-        assert sum(layer[key] for layer in data["layers"]) == data[key if key != "params" else "trainable_params"]
+        assert (
+            sum(layer[key] for layer in data["layers"])
+            == data[key if key != "params" else "trainable_params"]
+        )
     assert data["receptive_field"]["feature_map"]["path"] == "avgpool.0"
     assert data["receptive_field"]["outputs"]["output"]["global"] is True
     documented = _documented_keys()
@@ -140,11 +147,16 @@ def test_html_is_self_contained() -> None:
     assert tags.count("rect") == 2 * len(summary.rows)  # one bar per row in each chart
     assert page.count("<td><code>") == len(summary.rows)  # one table row per summary row
     assert not [t for t in parser.tags if t[0] in ("script", "link", "img", "iframe")]
+    for svg in re.findall(r"<svg.*?</svg>", page, re.S):
+        bars = ElementTree.fromstring(svg).findall("{http://www.w3.org/2000/svg}rect")  # well-formed SVG
+        assert max(float(bar.get("height", "0")) for bar in bars) > 0
     for _, attrs in parser.tags:
         for name, value in attrs.items():
             if name in ("src", "href"):
                 pytest.fail(f"external reference {name}={value}")
-    assert re.search(r"<td>MACs</td><td class=\"n\">1,814,073,344</td><td>conv\+linear multiply-accumulates", page)
+    assert re.search(
+        r"<td>MACs</td><td class=\"n\">1,814,073,344</td><td>conv\+linear multiply-accumulates", page
+    )
 
 
 def test_html_escapes_names() -> None:
@@ -177,13 +189,20 @@ def test_cli_formats_and_output_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, out, _ = _run(["summary", spec, "--format", "html", "-o", str(target)], capsys)
     assert code == 0 and out == ""
     assert target.read_text().startswith("<!DOCTYPE html>")
-    code, out, _ = _run(["summary", spec, "--format", "md", "--depth", "1", "--batch", "2", "--dtype", "bfloat16"], capsys)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # like a plain open(), not a private temp file
+    code, out, _ = _run(
+        ["summary", spec, "--format", "md", "--depth", "1", "--batch", "2", "--dtype", "bfloat16"], capsys
+    )
     assert code == 0 and "batch 2, bfloat16" in out
 
 
 def test_cli_input_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "tiny.cnn"
-    spec.write_text("network Tiny(image: [3, 32, 32]) { conv(8, 3, padding=same) -> relu -> gap -> linear(10) }\n")
+    spec.write_text(
+        "network Tiny(image: [3, 32, 32]) { conv(8, 3, padding=same) -> relu -> gap -> linear(10) }\n"
+    )
     code, small, _ = _run(["summary", str(spec), "--format", "json"], capsys)
     code, out, _ = _run(["summary", str(spec), "--input", "3x64x64", "--format", "json"], capsys)
     data = json.loads(out)
@@ -235,4 +254,6 @@ def test_docs_list_every_ops_flops_rule() -> None:
 
     doc = (ROOT / "docs" / "summary.md").read_text()
     for name, op in ops.REGISTRY.items():
-        assert f"| `{name}` | {op.family} | {op.flops_rule} |" in doc, f"docs/summary.md: FLOPs rule of {name}"
+        assert f"| `{name}` | {op.family} | {op.flops_rule} |" in doc, (
+            f"docs/summary.md: FLOPs rule of {name}"
+        )

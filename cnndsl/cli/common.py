@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ..diagnostics import SpecError
+from ..elaborate import DEFAULT_NODE_BUDGET
 from ..network import Network
 
 
@@ -50,9 +51,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--node-budget",
         type=int,
-        default=1_000_000,
+        default=DEFAULT_NODE_BUDGET,
         metavar="N",
-        help="refuse specs that elaborate to more than N nodes (default 1,000,000)",
+        help=f"refuse specs that elaborate to more than N nodes (default {DEFAULT_NODE_BUDGET:,})",
     )
     parser.add_argument(
         "--allow-outside-imports",
@@ -119,6 +120,10 @@ def write_output(path: str | os.PathLike[str], data: str | bytes) -> None:
         with tempfile.NamedTemporaryFile(mode, dir=target.parent, delete=False, suffix=".tmp") as handle:
             handle.write(data)
             temp = handle.name
+        # NamedTemporaryFile makes 0600 files; give the output the mode a plain open() would (0666 & ~umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, target)
     except OSError as error:
         raise CliError(f"cannot write {target}: {error.strerror or error}") from None

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     depth = render.resolve_depth(network, args.depth)
     if args.depth == "auto" and depth is not None:
         print(
-            f"cnndsl draw: note: {render.box_count(network, None)} nodes are too many to read at once: "
+            f"cnndsl draw: note: {len(network.layers)} layers are too many to read at once: "
             f"{render.collapse_note(depth)} ({render.box_count(network, depth)} boxes); --depth all draws every node",
             file=sys.stderr,
         )

@@ -32,9 +32,14 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_spec_arguments(parser)
-    parser.add_argument("--batch", type=_positive, default=1, metavar="N", help="batch size for memory (default 1)")
     parser.add_argument(
-        "--dtype", choices=tuple(DTYPE_BYTES), default="float32", help="element type for memory (default float32)"
+        "--batch", type=_positive, default=1, metavar="N", help="batch size for memory (default 1)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPE_BYTES),
+        default="float32",
+        help="element type for memory (default float32)",
     )
     parser.add_argument(
         "--depth",

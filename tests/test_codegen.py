@@ -1,0 +1,255 @@
+"""The standalone source generator: for every spec the generated file, loaded from a temporary path, has the
+fx module's state_dict keys and, with the same weights, its outputs; it imports only torch; names from a spec
+(or a hand-built Network) can never inject code."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import io
+import subprocess
+import sys
+import tokenize
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import cnndsl
+from cnndsl.cli import main
+from cnndsl.codegen import comment, generate, literal
+from cnndsl.network import Network, Tensor
+from conftest import spec_files
+
+SPECS = spec_files()
+
+STAGE = """
+defaults conv(padding=same, bias=false)
+
+# One residual stage, and a squeeze-and-excitation gate, to show every construct of the generated code.
+block Basic(c, stride=1) {
+    add(
+        conv(c, 3, stride=stride) -> bn -> relu
+        -> conv(c, 3) -> bn
+      | shortcut
+    )
+    relu
+}
+
+network Stage(x: [16, 32, 32]) {
+    Basic(32, stride=2)
+    Basic(32)
+    y = concat(conv(8, 1) | maxpool(3, stride=1, padding=1) -> conv(8, 1))
+    mul(y | gap -> linear(16) -> sigmoid)
+    gap -> dropout(0.2) -> linear(10) -> softmax
+}
+"""
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    loader = importlib.util.spec_from_file_location(name, path)
+    assert loader is not None and loader.loader is not None
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def standalone(network: Network, tmp_path: Path, logits: bool = False) -> type[torch.nn.Module]:
+    path = tmp_path / f"{network.name.lower()}_model.py"
+    path.write_text(generate(network, logits=logits), encoding="utf-8")
+    module = import_file(path, f"generated_{abs(hash(path))}")
+    classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, torch.nn.Module)]
+    classes = [c for c in classes if c.__module__ == module.__name__]
+    assert len(classes) == 1, classes
+    return classes[0]
+
+
+def small_inputs(network: Network, fx: Callable[..., object]) -> list[torch.Tensor]:
+    """Batch 1; 64x64 images where the network accepts them (gap / adaptive pools), else the declared size."""
+    generator = torch.Generator().manual_seed(0)
+    declared = [torch.randn(1, *t.shape, generator=generator) for t in network.inputs]
+    small = [
+        torch.randn(1, t.shape[0], 64, 64, generator=generator) if len(t.shape) == 3 and t.shape[1] > 64 else x
+        for t, x in zip(network.inputs, declared, strict=True)
+    ]
+    if any(a.shape != b.shape for a, b in zip(small, declared, strict=True)):
+        try:
+            with torch.no_grad():
+                fx(*small)
+            return small
+        except RuntimeError:
+            pass
+    return declared
+
+
+def spec_network(path: Path) -> Network:
+    try:
+        return cnndsl.load(path)
+    except cnndsl.SpecError as error:
+        if "no network defined" in str(error):
+            pytest.skip(f"{path.name} is a library of blocks")
+        raise
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_standalone_matches_fx_module(path: Path, tmp_path: Path) -> None:
+    network = spec_network(path)
+    fx = network.to_torch().eval()
+    cls = standalone(network, tmp_path)
+    assert cls.__name__ == type(fx).__name__
+    with torch.device("meta"):
+        model = cls()
+    model = model.to_empty(device="cpu")
+    assert list(model.state_dict()) == list(fx.state_dict())
+    model.load_state_dict(fx.state_dict())
+    model.eval()
+    inputs = small_inputs(network, fx)
+    with torch.no_grad():
+        expected, actual = fx(*inputs), model(*inputs)
+    expected_t = expected if isinstance(expected, tuple) else (expected,)
+    actual_t = actual if isinstance(actual, tuple) else (actual,)
+    assert len(actual_t) == len(expected_t) == len(network.outputs)
+    for a, e in zip(actual_t, expected_t, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def test_generated_source_golden(golden: Callable[[str, str], None]) -> None:
+    network = cnndsl.loads(STAGE, "stage.cnn")
+    golden("codegen/stage.py.txt", generate(network, source="stage.cnn"))
+
+
+def test_logits_variant(tmp_path: Path) -> None:
+    network = cnndsl.loads(STAGE)
+    fx = network.to_torch(logits=True).eval()
+    cls = standalone(network, tmp_path, logits=True)
+    model = cls().eval()
+    model.load_state_dict(fx.state_dict())
+    x = torch.randn(2, 16, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        torch.testing.assert_close(out, fx(x), rtol=0, atol=0)
+    assert not torch.allclose(out.sum(dim=1), torch.ones(2))
+    assert not any(isinstance(m, torch.nn.Softmax) for m in model.modules())
+
+
+def test_imports_only_torch(tmp_path: Path) -> None:
+    source = generate(cnndsl.loads(STAGE))
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert imported == {"__future__", "torch"}
+    path = tmp_path / "model.py"
+    path.write_text(source, encoding="utf-8")
+    # Run as a script with cnndsl made unimportable: the file must stand alone.
+    runner = "import runpy, sys; sys.modules['cnndsl'] = None; runpy.run_path(sys.argv[1], run_name='__main__')"
+    result = subprocess.run([sys.executable, "-c", runner, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Stage [(2, 10)]"
+
+
+# ---------------------------------------------------------------------------------------- escaping ---
+
+HOSTILE_TEXT = [
+    "x\nimport os; os.system('echo pwned')",
+    "coding: latin-1",
+    "a\rb",
+    "\u2028raise SystemExit",
+    "class",
+    "self",
+    "torch",
+    "'''\"\"\"",
+    "\\",
+    "1abc",
+    "",
+    "training",
+    "forward",
+    "x",
+    "add",
+]
+
+
+def hostile_network(text: str) -> Network:
+    """A valid network whose every name (network, inputs, paths) has been replaced by hostile text."""
+    base = cnndsl.loads(STAGE)
+    nodes = list(base.nodes)
+    for index, node in enumerate(nodes):
+        if node.op == "input":
+            nodes[index] = dataclasses.replace(node, path=text)
+        else:
+            prefix = text if index % 3 else f"{text}/{text}.{index}"
+            nodes[index] = dataclasses.replace(node, path=f"{prefix}/{node.path}")
+    inputs = [Tensor(text, t.node, t.shape) for t in base.inputs]
+    outputs = [Tensor(text, t.node, t.shape) for t in base.outputs]
+    return dataclasses.replace(base, name=text, nodes=nodes, inputs=inputs, outputs=outputs)
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXT, ids=range(len(HOSTILE_TEXT)))
+def test_hostile_names_cannot_inject_code(text: str, tmp_path: Path) -> None:
+    network = hostile_network(text)
+    source = generate(network, source=text)
+    tree = ast.parse(source)
+    # Only the expected top-level statements: no injected import, call or class.
+    kinds = [type(node).__name__ for node in tree.body]
+    assert kinds.count("ClassDef") == 1 and kinds.count("If") == 1
+    assert kinds.count("Import") == 1 and kinds.count("ImportFrom") == 2
+    code = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.COMMENT]
+    assert not any("pwned" in token or "SystemExit" in token for token in code)
+    for line in source.splitlines()[:2]:
+        assert "coding" not in line.replace("cnndsl", "")
+    assert source.encode("utf-8")
+    fx = network.to_torch().eval()
+    path = tmp_path / "hostile.py"
+    path.write_text(source, encoding="utf-8")
+    module = import_file(path, f"hostile_{HOSTILE_TEXT.index(text)}")
+    classes = [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__]
+    model = classes[0]().eval()
+    assert list(model.state_dict()) == list(fx.state_dict())
+    model.load_state_dict(fx.state_dict())
+    x = torch.randn(1, 16, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), fx(x), rtol=0, atol=0)
+
+
+def test_comment_and_literal() -> None:
+    assert comment("a\nb\rc\u2028d\x00") == "a?b?c?d?"
+    assert literal((1, 2)) == "(1, 2)" and literal((3,)) == "(3,)" and literal("it's") == '"it\'s"'
+    assert literal(float("inf")) == 'float("inf")' and literal(True) == "True" and literal(0.1) == "0.1"
+    assert ast.literal_eval(literal("x\n'\"\\")) == "x\n'\"\\"
+    with pytest.raises(TypeError):
+        literal(object())
+
+
+# --------------------------------------------------------------------------------------------- CLI ---
+
+
+def test_cli_compile_writes_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "stage.cnn"
+    spec.write_text(STAGE, encoding="utf-8")
+    out = tmp_path / "out" / "model.py"
+    assert main(["compile", str(spec), "-o", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == generate(cnndsl.load(spec), source=str(spec))
+    assert "class Stage" in capsys.readouterr().err
+    assert main(["compile", str(spec), "--logits"]) == 0
+    assert capsys.readouterr().out == generate(cnndsl.load(spec), logits=True, source=str(spec))
+
+
+def test_cli_compile_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("network N(x: [3, 8, 8]) {\n    conv(4, 9)\n}\n", encoding="utf-8")
+    assert main(["compile", str(bad), "-o", str(tmp_path / "m.py")]) == 1
+    assert "bad.cnn:2:" in capsys.readouterr().err
+    assert not (tmp_path / "m.py").exists()
+    assert main(["compile", str(tmp_path / "missing.cnn")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    spec = tmp_path / "stage.cnn"
+    spec.write_text(STAGE, encoding="utf-8")
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    assert main(["compile", str(spec), "-o", str(blocker / "m.py")]) == 2
+    assert "cannot write" in capsys.readouterr().err
