@@ -89,8 +89,10 @@ class ReceptiveField:
     def union(fields: Sequence[ReceptiveField], extent: tuple[int, ...]) -> ReceptiveField:
         """Merge rule: the smallest interval per axis that holds every branch's region for the first output
         position (the union, i.e. the maximum extent), centred on that interval; jump is the largest branch jump
-        (branches of one merge have equal jumps in every zoo network). Any global branch makes the merge global."""
-        if any(f.is_global for f in fields):
+        (branches of one merge have equal jumps in every zoo network). Any global branch, or a branch from an input
+        of another rank (a flat vector broadcast over a feature map), makes the merge global."""
+        if any(f.is_global for f in fields) or len({len(f.size) for f in fields}) > 1:
+            # A branch of another rank comes from a flat input that broadcasts: it sees all of that input.
             return ReceptiveField.whole(extent)
         sizes, starts = [], []
         for axis in range(len(fields[0].size)):
@@ -327,7 +329,10 @@ def _analyse_node(
     if costs is None:
         raise AnalysisError(f"{node.path}: the cost rule of '{node.op}' returned nothing")
     rule = op.rf(in_shapes, node.shape, node.args)
-    extent = tuple(max(dims) for dims in zip(*(extents[i] for i in node.inputs), strict=True))
+    # Coordinates of the widest-ranked input feeding this node (a flat [F] input has one axis, an image two).
+    rank = max(len(extents[i]) for i in node.inputs)
+    ranked = [extents[i] for i in node.inputs if len(extents[i]) == rank]
+    extent = tuple(max(dims) for dims in zip(*ranked, strict=True))
     extents[node.id] = extent
     if rule is None:
         rf = ReceptiveField.whole(extent)

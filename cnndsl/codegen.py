@@ -137,16 +137,21 @@ def _constructor_lines(lowered: Plan) -> list[str]:
 
 
 def _forward_lines(network: Network, lowered: Plan, reserved: set[str]) -> tuple[list[str], list[str]]:
-    """(argument list, body lines). A value read only by the very next step lives in ``x``; the rest get names."""
+    """(argument names, body lines). A value read only by the very next step lives in one running variable
+    (``x``); the rest get names of their own."""
     readers: dict[int, set[int]] = {}
     for step in lowered.steps:
         for source in step.node.inputs:
             readers.setdefault(source, set()).add(step.node.id)
     outputs = set(lowered.outputs)
-    used = set(reserved) | {"x", "self", "torch", "nn"}
+    used = set(reserved) | {"self", "torch", "nn"}
     names: dict[int, str] = {}
+    arguments: list[str] = []
     for node_id, name in lowered.inputs:
+        while name in used:  # an input named like a runtime function or the class
+            name += "_"
         names[node_id] = name
+        arguments.append(name)
         used.add(name)
 
     def fresh(base: str) -> str:
@@ -156,6 +161,9 @@ def _forward_lines(network: Network, lowered: Plan, reserved: set[str]) -> tuple
             suffix += 1
         used.add(name)
         return name
+
+    # The running value of a straight chain: `x`, unless an input already has that name.
+    chain = fresh(next((c for c in ("x", "h", "out") if c not in used), "x"))
 
     body: list[str] = []
     for index, step in enumerate(lowered.steps):
@@ -169,14 +177,14 @@ def _forward_lines(network: Network, lowered: Plan, reserved: set[str]) -> tuple
             call = f"{identifier(step.lowering.name)}({args}{', ' + extra if extra else ''})"
         following = lowered.steps[index + 1].node.id if index + 1 < len(lowered.steps) else None
         if node.id not in outputs and readers.get(node.id, set()) <= {following}:
-            name = "x"
+            name = chain
         else:
             name = fresh(identifier(node.path.replace("/", "_").replace(".", "_").lower(), "t"))
         names[node.id] = name
         body.append(f"{name} = {call}  # {comment(node.path)}: {fmt_shape(node.shape)}")
     results = [names[node_id] for node_id in lowered.outputs]
     body.append(f"return {results[0]}" if len(results) == 1 else f"return {', '.join(results)}")
-    return [name for _, name in lowered.inputs], body
+    return arguments, body
 
 
 def generate(network: Network, logits: bool = False, source: str | None = None) -> str:

@@ -266,8 +266,8 @@ def test_receptive_field_matches_gradient(text: str) -> None:
 
 
 def test_upsampling_field_size_matches_gradient() -> None:
-    # Nearest upsampling repeats pixels, so no affine rule places every region exactly (docs/summary.md); the
-    # size and the jump are exact, which is what this checks.
+    # Nearest upsampling repeats pixels, so no affine rule places every region exactly (docs/summary.md): the
+    # jump holds on average only, but the size is exact, which is what this checks.
     net = cnndsl.loads(
         "network F(x: [1, 64, 64]) {\n"
         "    c3 = conv(4, 3, stride=2, padding=1)\n"
@@ -425,3 +425,19 @@ def test_summary_and_explain_never_import_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_two_inputs_of_different_rank() -> None:
+    net = cnndsl.loads(
+        "network Two(image: [3, 16, 16], cond: [8]) {\n"
+        "    f = image -> conv(8, 3, padding=1)\n"
+        "    g = cond -> sigmoid\n"
+        "    mul(f | g) -> conv(8, 3, padding=1)\n"
+        "}\n"
+    )
+    _assert_matches_torch(net)
+    layers = {layer.path: layer for layer in summarize(net).layers}
+    assert layers["sigmoid.0"].receptive_field == ReceptiveField.identity((8,))
+    # The [8] branch broadcasts over every pixel: each output of the merge sees all of `cond`.
+    assert layers["mul.0"].receptive_field.is_global
+    assert layers["conv.0"].receptive_field.size == (3, 3)
