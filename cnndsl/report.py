@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import textwrap
 from collections.abc import Callable, Sequence
 
 from .analysis import Row, Summary, conventions, format_bytes, format_count, format_field
@@ -134,8 +135,11 @@ def to_text(summary: Summary) -> str:
     name_width = max(len(name) for name, _, _ in totals)
     value_width = max(len(value) for _, value, _ in totals)
     for name, value, note in totals:
-        text = f"{name.ljust(name_width)}  {value.rjust(value_width)}  {note}"
-        out.append(_clip(text, WIDTH) if len(text) > WIDTH else text)
+        lead = f"{name.ljust(name_width)}  {value.rjust(value_width)}  "
+        # A long convention note wraps under itself rather than losing its middle.
+        lines = textwrap.wrap(note, WIDTH - len(lead)) or [""]
+        out.append(lead + lines[0])
+        out.extend(" " * len(lead) + rest for rest in lines[1:])
     out.append("RF = receptive field size in input pixels, Jump = its effective stride (docs/summary.md).")
     return "\n".join(out) + "\n"
 
