@@ -16,7 +16,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         width = planes
         self.conv1 = nn.Conv2d(inplanes, width, kernel_size=1, bias=False)
@@ -65,7 +67,9 @@ class ResNet50(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.Conv2d(
+                    self.inplanes, planes * Bottleneck.expansion, kernel_size=1, stride=stride, bias=False
+                ),
                 nn.BatchNorm2d(planes * Bottleneck.expansion),
             )
         layers = [Bottleneck(self.inplanes, planes, stride, downsample)]

@@ -132,7 +132,9 @@ def _constructor_lines(lowered: Plan) -> list[str]:
         if not cls.isidentifier():
             raise ValueError(f"torch.nn class name {cls!r} is not an identifier")
         label = ops.REGISTRY[step.node.op].label(step.node.args)
-        lines.append(f"{_attribute(step.target)} = nn.{cls}({_kwargs(_explicit(cls, step.lowering.kwargs))})  # {comment(label)}")
+        lines.append(
+            f"{_attribute(step.target)} = nn.{cls}({_kwargs(_explicit(cls, step.lowering.kwargs))})  # {comment(label)}"
+        )
     return lines
 
 
@@ -197,11 +199,18 @@ def generate(network: Network, logits: bool = False, source: str | None = None) 
     if class_name in runtime_names or class_name in {"torch", "nn"}:
         class_name += "Model"
     arguments, body = _forward_lines(network, lowered, runtime_names | {class_name})
-    shapes = ", ".join(f"{literal(name)}: {fmt_shape(network.nodes[node].shape)}" for node, name in lowered.inputs)
-    returns = "torch.Tensor" if len(lowered.outputs) == 1 else f"tuple[{', '.join(['torch.Tensor'] * len(lowered.outputs))}]"
+    shapes = ", ".join(
+        f"{literal(name)}: {fmt_shape(network.nodes[node].shape)}" for node, name in lowered.inputs
+    )
+    returns = (
+        "torch.Tensor"
+        if len(lowered.outputs) == 1
+        else f"tuple[{', '.join(['torch.Tensor'] * len(lowered.outputs))}]"
+    )
     signature = ", ".join(f"{name}: torch.Tensor" for name in arguments)
     example = ", ".join(
-        f"torch.randn(2, {', '.join(str(d) for d in network.nodes[node].shape)})" for node, _ in lowered.inputs
+        f"torch.randn(2, {', '.join(str(d) for d in network.nodes[node].shape)})"
+        for node, _ in lowered.inputs
     )
 
     out: list[str] = [
@@ -239,7 +248,7 @@ def generate(network: Network, logits: bool = False, source: str | None = None) 
         "    with torch.no_grad():",
         f"        result = model({example})",
         "    results = result if isinstance(result, tuple) else (result,)",
-        '    print(type(model).__name__, [tuple(r.shape) for r in results])',
+        "    print(type(model).__name__, [tuple(r.shape) for r in results])",
         "",
     ]
     text = "\n".join(out)

@@ -121,6 +121,8 @@ def export_onnx(
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as error:
-        raise ExportError(f"the exported model fails the onnx checker: {str(error).splitlines()[0]}") from error
+        raise ExportError(
+            f"the exported model fails the onnx checker: {str(error).splitlines()[0]}"
+        ) from error
     data: bytes = proto.SerializeToString()
     return data

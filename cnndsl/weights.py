@@ -41,7 +41,9 @@ def _theirs(state_dict: Mapping[str, Any]) -> list[tuple[str, torch.Tensor]]:
     import torch
 
     if not isinstance(state_dict, Mapping):
-        raise WeightsMismatch(f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}")
+        raise WeightsMismatch(
+            f"expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}"
+        )
     entries = list(state_dict.items())
     for key, value in entries:
         if not isinstance(value, torch.Tensor):
@@ -124,7 +126,9 @@ def load_weights(
 def _first_difference(
     module: torch.nn.Module, ours: list[tuple[str, Any]], theirs: list[tuple[str, Any]]
 ) -> str:
-    for index, ((our_key, our_tensor), (their_key, their_tensor)) in enumerate(zip(ours, theirs)):
+    for index, ((our_key, our_tensor), (their_key, their_tensor)) in enumerate(
+        zip(ours, theirs, strict=False)
+    ):
         if our_tensor.shape != their_tensor.shape:
             return (
                 f"; the first shape difference is at tensor {index + 1}: ours {our_key}{_spec_path(module, our_key)} "

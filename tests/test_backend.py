@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 import torch.fx
+from conftest import ROOT, spec_files
 from torch import nn
 
 import cnndsl
@@ -17,8 +18,6 @@ from cnndsl import ops
 from cnndsl.backend import identifier, plan
 from cnndsl.network import Network, torch_name
 from cnndsl.ops import TorchModule
-
-from conftest import ROOT, spec_files
 
 SPECS = spec_files()
 
@@ -120,8 +119,12 @@ class InceptionRef(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.branch1 = nn.Sequential(nn.Conv2d(192, 64, 1), nn.ReLU())
-        self.branch2 = nn.Sequential(nn.Conv2d(192, 96, 1), nn.ReLU(), nn.Conv2d(96, 128, 3, padding=1), nn.ReLU())
-        self.branch3 = nn.Sequential(nn.Conv2d(192, 16, 1), nn.ReLU(), nn.Conv2d(16, 32, 5, padding=2), nn.ReLU())
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(192, 96, 1), nn.ReLU(), nn.Conv2d(96, 128, 3, padding=1), nn.ReLU()
+        )
+        self.branch3 = nn.Sequential(
+            nn.Conv2d(192, 16, 1), nn.ReLU(), nn.Conv2d(16, 32, 5, padding=2), nn.ReLU()
+        )
         self.branch4 = nn.Sequential(
             nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), nn.Conv2d(192, 32, 1), nn.ReLU()
         )
@@ -239,7 +242,9 @@ def test_spec_forward_shapes_match_checker(path: Path) -> None:
     ],
     ids=["lenet5", "residual_stage", "inception"],
 )
-def test_matches_hand_written_reference(text: str, reference: type[nn.Module], shape: tuple[int, ...]) -> None:
+def test_matches_hand_written_reference(
+    text: str, reference: type[nn.Module], shape: tuple[int, ...]
+) -> None:
     ref = randomise(reference()).eval()
     module = cnndsl.loads(text).to_torch().eval()
     cnndsl.load_weights(module, ref.state_dict(), match="order")
@@ -334,7 +339,13 @@ def test_default_initialisation_is_torchs() -> None:
     torch.manual_seed(7)
     module = network.to_torch()
     torch.manual_seed(7)
-    direct = [nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5), nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)]
+    direct = [
+        nn.Conv2d(1, 6, 5),
+        nn.Conv2d(6, 16, 5),
+        nn.Linear(400, 120),
+        nn.Linear(120, 84),
+        nn.Linear(84, 10),
+    ]
     expected = [t for layer in direct for t in layer.state_dict().values()]
     for ours, theirs in zip(module.state_dict().values(), expected, strict=True):
         torch.testing.assert_close(ours, theirs)

@@ -17,12 +17,12 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import spec_files
 
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.codegen import comment, generate, literal
 from cnndsl.network import Network, Tensor
-from conftest import spec_files
 
 SPECS = spec_files()
 
@@ -72,7 +72,9 @@ def small_inputs(network: Network, fx: Callable[..., object]) -> list[torch.Tens
     generator = torch.Generator().manual_seed(0)
     declared = [torch.randn(1, *t.shape, generator=generator) for t in network.inputs]
     small = [
-        torch.randn(1, t.shape[0], 64, 64, generator=generator) if len(t.shape) == 3 and t.shape[1] > 64 else x
+        torch.randn(1, t.shape[0], 64, 64, generator=generator)
+        if len(t.shape) == 3 and t.shape[1] > 64
+        else x
         for t, x in zip(network.inputs, declared, strict=True)
     ]
     if any(a.shape != b.shape for a, b in zip(small, declared, strict=True)):
@@ -147,8 +149,12 @@ def test_imports_only_torch(tmp_path: Path) -> None:
     path = tmp_path / "model.py"
     path.write_text(source, encoding="utf-8")
     # Run as a script with cnndsl made unimportable: the file must stand alone.
-    runner = "import runpy, sys; sys.modules['cnndsl'] = None; runpy.run_path(sys.argv[1], run_name='__main__')"
-    result = subprocess.run([sys.executable, "-c", runner, str(path)], capture_output=True, text=True, timeout=120)
+    runner = (
+        "import runpy, sys; sys.modules['cnndsl'] = None; runpy.run_path(sys.argv[1], run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", runner, str(path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Stage [(2, 10)]"
 

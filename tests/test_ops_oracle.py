@@ -28,13 +28,25 @@ BATCH = 2
 
 # Rule-only refusals that are language design, not disagreements with torch: (op, message pattern, why).
 DELIBERATE: list[tuple[str, str, str]] = [
-    ("*", r"needs a \[C, H, W\] input", "spatial ops take [C, H, W]; torch would read (N, F) as unbatched (C, H, W)"),
+    (
+        "*",
+        r"needs a \[C, H, W\] input",
+        "spatial ops take [C, H, W]; torch would read (N, F) as unbatched (C, H, W)",
+    ),
     ("linear", r"needs a flat input", "linear on a map must be spelled with flatten or gap first"),
     ("add", r"branch \d+ has shape", "add needs equal shapes; torch broadcasting would hide wiring mistakes"),
     ("mul", r"does not match or broadcast", "mul broadcasts only a [C] branch over [C, H, W]"),
     ("concat", r"branch \d+ (has shape|is)", "concat along channels only"),
-    ("conv", r"padding=same needs an odd kernel", "same is symmetric padding; torch pads even kernels unevenly"),
-    ("*", r"kernel \d+x\d+ is larger than its input", "a window past the input is refused, though ceil=true lets torch run it"),
+    (
+        "conv",
+        r"padding=same needs an odd kernel",
+        "same is symmetric padding; torch pads even kernels unevenly",
+    ),
+    (
+        "*",
+        r"kernel \d+x\d+ is larger than its input",
+        "a window past the input is refused, though ceil=true lets torch run it",
+    ),
 ]
 
 
@@ -176,7 +188,9 @@ def run_case(op: ops.OpDef, shapes: list[Shape], values: dict[str, Any], tally: 
         assert why, f"{where}: torch gives {tuple(result.shape)} but the rule refuses: {refusal}"
         tally.deliberate[why] = tally.deliberate.get(why, 0) + 1
         return
-    assert tuple(result.shape) == (BATCH, *out), f"{where}: rule says {out}, torch gives {tuple(result.shape)}"
+    assert tuple(result.shape) == (BATCH, *out), (
+        f"{where}: rule says {out}, torch gives {tuple(result.shape)}"
+    )
     costs = op.costs(list(shapes), out, args)
     assert (costs.params, costs.buffers) == (params, buffers), (
         f"{where}: costs say {costs.params} params / {costs.buffers} buffers, torch has {params} / {buffers}"
@@ -201,8 +215,20 @@ def test_registry_agrees_with_torch(name: str) -> None:
     assert tally.agreed_ok >= CASES // 10, f"{name}: only {tally.agreed_ok} accepted cases: {tally}"
     if op.params:
         assert tally.schema_rejected > 0, f"{name}: no invalid arguments were generated"
-    if name not in ("relu", "relu6", "leaky_relu", "tanh", "sigmoid", "silu", "gelu", "softmax", "dropout",
-                    "identity", "flatten", "bn"):
+    if name not in (
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "tanh",
+        "sigmoid",
+        "silu",
+        "gelu",
+        "softmax",
+        "dropout",
+        "identity",
+        "flatten",
+        "bn",
+    ):
         assert tally.agreed_error + sum(tally.deliberate.values()) > 0, f"{name}: no refused shapes: {tally}"
     if op.variadic:
         assert max(tally.branches) >= 4, f"{name}: merges with several branches were not covered: {tally}"
@@ -232,3 +258,24 @@ def test_deliberate_restrictions_are_real() -> None:
         warnings.simplefilter("ignore")  # torch notes that even-kernel same padding copies the input
         assert torch.nn.Conv2d(2, 2, 2, padding="same")(torch.randn(1, 2, 6, 6)).shape == (1, 2, 6, 6)
     assert torch.nn.AvgPool2d(4, ceil_mode=True)(torch.randn(1, 4, 10, 2)).shape == (1, 4, 3, 1)
+
+
+def test_oracle_catches_a_wrong_rule() -> None:
+    """The oracle can fail: a conv whose shape rule is off by one, or whose cost rule forgets the bias."""
+    import dataclasses
+
+    conv = ops.REGISTRY["conv"]
+    values = {"channels": 4, "kernel": 3, "bias": True}
+
+    def off_by_one(shapes: list[Shape], args: Any) -> Shape:
+        c, h, w = conv.shape(shapes, args)
+        return (c, h + 1, w)
+
+    def no_bias(shapes: list[Shape], out: Shape, args: Any) -> ops.Costs:
+        return dataclasses.replace(conv.costs(shapes, out, args), params=args["channels"] * shapes[0][0] * 9)
+
+    run_case(conv, [(3, 8, 8)], values, Tally())  # the real rule passes
+    with pytest.raises(AssertionError, match="rule says"):
+        run_case(dataclasses.replace(conv, shape=off_by_one), [(3, 8, 8)], values, Tally())
+    with pytest.raises(AssertionError, match="costs say 108 params"):
+        run_case(dataclasses.replace(conv, costs=no_bias), [(3, 8, 8)], values, Tally())

@@ -10,11 +10,11 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
 import cnndsl
 from cnndsl.weights import WeightsMismatch, load_weights
-from conftest import ROOT
 
 STAGE = """
 defaults conv(padding=same, bias=false)
@@ -112,7 +112,10 @@ def test_count_mismatch_is_refused(module: nn.Module) -> None:
     state = random_state(ref)
     del state["fc.bias"]
     before = snapshot(module)
-    with pytest.raises(WeightsMismatch, match=r"the module has 20 parameters and buffers, the state_dict 19 \(17 and 16 without num_batches_tracked\)"):
+    with pytest.raises(
+        WeightsMismatch,
+        match=r"the module has 20 parameters and buffers, the state_dict 19 \(17 and 16 without num_batches_tracked\)",
+    ):
         load_weights(module, state, match="order")
     assert unchanged(module, before)
 
@@ -120,8 +123,11 @@ def test_count_mismatch_is_refused(module: nn.Module) -> None:
 def test_count_mismatch_points_at_first_shape_difference(module: nn.Module) -> None:
     state = random_state(StageRef())
     del state["conv1.weight"]  # everything after slides by one
-    with pytest.raises(WeightsMismatch, match=r"first shape difference is at tensor 1: ours Basic_0.conv_0.weight \(layer Basic.0/conv.0\) "
-                       r"\[16, 8, 3, 3\], theirs bn1.weight \[16\]"):
+    with pytest.raises(
+        WeightsMismatch,
+        match=r"first shape difference is at tensor 1: ours Basic_0.conv_0.weight \(layer Basic.0/conv.0\) "
+        r"\[16, 8, 3, 3\], theirs bn1.weight \[16\]",
+    ):
         load_weights(module, state, match="order")
 
 
@@ -136,13 +142,18 @@ def test_checkpoint_without_batch_counters_loads(module: nn.Module) -> None:
 def test_name_mismatch_messages(module: nn.Module) -> None:
     state = random_state(module)
     renamed = OrderedDict((f"module.{k}", v) for k, v in state.items())
-    with pytest.raises(WeightsMismatch, match=r"20 missing \(first: Basic_0.conv_0.weight \(layer Basic.0/conv.0\)\).*module\."):
+    with pytest.raises(
+        WeightsMismatch,
+        match=r"20 missing \(first: Basic_0.conv_0.weight \(layer Basic.0/conv.0\)\).*module\.",
+    ):
         load_weights(module, renamed, match="name")
     with pytest.raises(WeightsMismatch, match=r"match='order'"):
         load_weights(module, random_state(StageRef()), match="name")
     state["linear_0.weight"] = torch.zeros(3, 3)
     before = snapshot(module)
-    with pytest.raises(WeightsMismatch, match=r"ours linear_0.weight \(layer linear.0\) is \[10, 16\], theirs "):
+    with pytest.raises(
+        WeightsMismatch, match=r"ours linear_0.weight \(layer linear.0\) is \[10, 16\], theirs "
+    ):
         load_weights(module, state, match="name")
     assert unchanged(module, before)
 
@@ -163,7 +174,9 @@ def test_bad_inputs(module: nn.Module) -> None:
 
 
 def test_dtype_is_converted_and_module_device_kept(module: nn.Module) -> None:
-    state = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in random_state(module).items())
+    state = OrderedDict(
+        (k, v.half() if v.is_floating_point() else v) for k, v in random_state(module).items()
+    )
     load_weights(module, state, match="name")
     weight = module.state_dict()["Basic_0.conv_0.weight"]
     assert weight.dtype == torch.float32

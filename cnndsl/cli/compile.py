@@ -23,7 +23,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_spec_arguments(compile_parser)
-    compile_parser.add_argument("-o", "--output", metavar="FILE", help="where to write the .py (default: stdout)")
+    compile_parser.add_argument(
+        "-o", "--output", metavar="FILE", help="where to write the .py (default: stdout)"
+    )
     compile_parser.add_argument(
         "--logits", action="store_true", help="drop a trailing softmax, so the module returns logits"
     )
@@ -39,8 +41,12 @@ def register(subparsers: Any) -> None:
     )
     add_spec_arguments(export_parser)
     export_parser.add_argument("--onnx", metavar="FILE", required=True, help="where to write the .onnx model")
-    export_parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset version (default: the exporter's)")
-    export_parser.add_argument("--batch", type=int, default=1, metavar="N", help="example batch size (default 1)")
+    export_parser.add_argument(
+        "--opset", type=int, metavar="N", help="ONNX opset version (default: the exporter's)"
+    )
+    export_parser.add_argument(
+        "--batch", type=int, default=1, metavar="N", help="example batch size (default 1)"
+    )
     export_parser.add_argument(
         "--static-batch", action="store_true", help="fix the batch dimension instead of leaving it dynamic"
     )
@@ -67,7 +73,10 @@ def run_compile(args: argparse.Namespace) -> int:
         return 0
     write_output(args.output, source)
     layers = len(network.layers)
-    print(f"{args.output}: class {_class_line(source)} ({layers} layers) written from {args.file}", file=sys.stderr)
+    print(
+        f"{args.output}: class {_class_line(source)} ({layers} layers) written from {args.file}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -29,8 +29,8 @@ class TrainConfig:
     bad_files: str = "skip"
     """What to do with unreadable images in a folder: ``skip`` (reported) or ``error``."""
     cache_dir: str | None = None
-    epochs: int = 12
-    batch_size: int = 64
+    epochs: int = 15
+    batch_size: int = 32
     """Global batch: under torchrun each of N processes takes batch_size / N samples of every batch."""
     eval_batch_size: int = 0
     """0 means 4 x batch_size."""
@@ -45,13 +45,15 @@ class TrainConfig:
     step_size: int = 0
     """Epochs between decays of the ``step`` schedule; 0 means a third of the run."""
     gamma: float = 0.1
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     clip_grad: float | None = None
     augment: list[str] = field(default_factory=list)
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    threads: int | None = None
+    """CPU threads for torch (None: torch's default)."""
     seed: int = 0
     deterministic: bool = False
     """Force deterministic kernels (set by an explicit ``--seed``); CPU runs are deterministic anyway."""
@@ -107,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"--warmup-epochs must be between 0 and --epochs, got {self.warmup_epochs}")
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError("--nesterov applies to --optimizer sgd only")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {self.threads}")
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTATIONS)}")

@@ -138,6 +138,8 @@ class Trainer:
         self.extras = extras or Extras()
         self.log = log if self.ctx.is_main else (lambda _line: None)
         self.out = Path(config.out or os.path.join("runs", network.name.lower()))
+        if config.threads:
+            torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device, self.ctx)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         seed_everything(config.seed, config.deterministic, self.device)

@@ -1,0 +1,154 @@
+"""ONNX export: the model passes the onnx checker, keeps the spec's tensor names and a dynamic batch, and (when
+onnxruntime is installed) computes what the torch module computes with the same weights."""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import cnndsl
+from cnndsl.cli import main
+from cnndsl.export import ExportError, OnnxUnavailable, export_onnx
+
+onnx = pytest.importorskip("onnx")
+
+TWO_OUTPUTS = """
+network Pyramid(image: [3, 16, 16], extra: [4]) {
+    c3 = image -> conv(8, 3, stride=2, padding=same) -> bn -> relu
+    c4 = conv(8, 3, stride=2, padding=same) -> relu
+    p4 = c4 -> conv(8, 1)
+    p3 = add(c3 -> conv(8, 1) | p4 -> upsample(2))
+    gated = mul(p3 | extra -> linear(8) -> sigmoid)
+    scores = gated -> gap -> linear(5) -> softmax
+    return scores, p4
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def network() -> cnndsl.Network:
+    return cnndsl.loads(TWO_OUTPUTS)
+
+
+@pytest.fixture(scope="module")
+def exported(network: cnndsl.Network) -> tuple[torch.nn.Module, bytes]:
+    module = network.to_torch()
+    with torch.no_grad():  # non-default batchnorm statistics, so eval-mode export is really checked
+        module.get_submodule("bn_0").running_mean.uniform_(-1, 1)
+        module.get_submodule("bn_0").running_var.uniform_(0.5, 2)
+    return module, export_onnx(network, module=module)
+
+
+def test_model_is_valid_with_spec_names_and_dynamic_batch(exported: tuple[torch.nn.Module, bytes]) -> None:
+    module, data = exported
+    model = onnx.load_from_string(data)
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == ["image", "extra"]
+    assert [o.name for o in model.graph.output] == ["scores", "p4"]
+    first = model.graph.input[0].type.tensor_type.shape.dim
+    assert first[0].dim_param and [d.dim_value for d in first[1:]] == [3, 16, 16]
+    assert module.training, "export must leave the module's mode as it found it"
+
+
+def test_onnxruntime_agrees_with_torch(exported: tuple[torch.nn.Module, bytes]) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    module, data = exported
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    image, extra = torch.randn(3, 3, 16, 16), torch.randn(3, 4)  # batch 3: the batch dimension is dynamic
+    scores, p4 = session.run(None, {"image": image.numpy(), "extra": extra.numpy()})
+    module.eval()
+    with torch.no_grad():
+        expected = module(image, extra)
+    module.train()
+    torch.testing.assert_close(torch.from_numpy(scores), expected[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(p4), expected[1], rtol=1e-4, atol=1e-5)
+
+
+def test_logits_and_static_batch(network: cnndsl.Network) -> None:
+    model = onnx.load_from_string(export_onnx(network, logits=True, dynamic_batch=False, batch=2))
+    assert "Softmax" not in {node.op_type for node in model.graph.node}
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+
+
+def test_missing_onnx_is_a_clear_error(network: cnndsl.Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "onnxscript":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(
+        OnnxUnavailable, match=r"needs the optional packages onnxscript: pip install 'cnndsl\[onnx\]'"
+    ):
+        export_onnx(network)
+
+
+def test_bad_batch(network: cnndsl.Network) -> None:
+    with pytest.raises(ExportError, match="batch must be positive"):
+        export_onnx(network, batch=0)
+
+
+SMALL = "network Small(x: [3, 8, 8]) {\n    conv(4, 3) -> relu -> gap -> linear(2)\n}\n"
+
+
+def test_cli_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "small.cnn"
+    spec.write_text(SMALL, encoding="utf-8")
+    out = tmp_path / "small.onnx"
+    assert main(["export", str(spec), "--onnx", str(out), "--input", "3x12x12"]) == 0
+    assert "passes the onnx checker" in capsys.readouterr().err
+    model = onnx.load(str(out))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 12, 12]
+
+    # --weights: a state_dict saved from the compiled module is exported as is.
+    module = cnndsl.load(spec).to_torch()
+    torch.save(module.state_dict(), tmp_path / "w.pt")
+    assert main(["export", str(spec), "--onnx", str(out), "--weights", str(tmp_path / "w.pt")]) == 0
+    initialisers = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    weight = next(v for k, v in initialisers.items() if v.shape == (4, 3, 3, 3))
+    torch.testing.assert_close(torch.from_numpy(weight.copy()), module.state_dict()["conv_0.weight"])
+    capsys.readouterr()
+
+    # Weights that do not fit: exit 1 and the first mismatch, nothing written.
+    torch.save({"conv_0.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    out.unlink()
+    assert main(["export", str(spec), "--onnx", str(out), "--weights", str(tmp_path / "bad.pt")]) == 1
+    assert "missing" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(spec), "--onnx", str(out), "--batch", "0"]) == 2
+    capsys.readouterr()
+
+    # onnx missing: exit 2 with the install hint.
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "onnx":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    assert main(["export", str(spec), "--onnx", str(out)]) == 2
+    assert "pip install 'cnndsl[onnx]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resnet18_exports_and_runs() -> None:
+    spec = Path(__file__).resolve().parent.parent / "specs" / "resnet18.cnn"
+    if not spec.exists():
+        pytest.skip("specs/resnet18.cnn not written yet")
+    network = cnndsl.load(spec)
+    module = network.to_torch()
+    data = export_onnx(network, module=module)
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    ort = pytest.importorskip("onnxruntime")
+    x = torch.randn(2, 3, 224, 224)
+    (out,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), module.eval()(x), rtol=1e-3, atol=1e-4)
