@@ -26,7 +26,6 @@ graphviz:
 
 # The main job: train LeNet-5 on the built-in digits and print its summary and final accuracy.
 demo: setup
-	$(VENV)/bin/cnndsl summary specs/lenet5.cnn
 	$(VENV)/bin/cnndsl train specs/lenet5.cnn
 
 lint: setup

@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 
 # Flags whose value may change when resuming; any other explicit flag that differs from the saved run is ignored
 # (with a warning), because the run continues exactly as it started.
-RESUME_OVERRIDES = ("epochs", "device", "progress", "compile", "threads", "data", "cache_dir", "eval_batch_size")
+RESUME_OVERRIDES = (
+    "epochs",
+    "device",
+    "progress",
+    "compile",
+    "threads",
+    "data",
+    "cache_dir",
+    "eval_batch_size",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -42,7 +51,8 @@ def _float(text: str) -> float:
 
 
 def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    return [] if names == ["none"] else names
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, val_default: float | None) -> None:
@@ -67,7 +77,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser, val_default: float | No
         default="skip",
         help="unreadable images in a folder: skip them (listed in the log, the default) or stop with an error",
     )
-    parser.add_argument("--cache-dir", metavar="DIR", help="where decoded image folders are cached (~/.cache/cnndsl)")
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="where decoded image folders are cached (~/.cache/cnndsl)"
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -86,7 +98,9 @@ def register(subparsers: Any) -> None:
     add_spec_arguments(parser)
     _add_data_arguments(parser, d.val_split)
     group = parser.add_argument_group("optimization")
-    group.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"default {d.epochs}")
+    group.add_argument(
+        "--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"default {d.epochs}"
+    )
     group.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -99,41 +113,77 @@ def register(subparsers: Any) -> None:
     )
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
     group.add_argument(
-        "--lr", type=_float, default=None, metavar="LR", help="learning rate (default: sgd 0.05, adam/adamw 0.002)"
+        "--lr",
+        type=_float,
+        default=None,
+        metavar="LR",
+        help="learning rate (default: sgd 0.05, adam/adamw 0.002)",
     )
-    group.add_argument("--momentum", type=_float, default=d.momentum, help=f"sgd momentum (default {d.momentum})")
+    group.add_argument(
+        "--momentum", type=_float, default=d.momentum, help=f"sgd momentum (default {d.momentum})"
+    )
     group.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
     group.add_argument(
         "--weight-decay", type=_float, default=d.weight_decay, metavar="WD", help=f"default {d.weight_decay}"
     )
     group.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help=f"default {d.schedule}")
     group.add_argument(
-        "--warmup-epochs", type=_float, default=d.warmup_epochs, metavar="E", help="linear warm-up (may be fractional)"
+        "--warmup-epochs",
+        type=_float,
+        default=d.warmup_epochs,
+        metavar="E",
+        help="linear warm-up (may be fractional)",
     )
-    group.add_argument("--step-size", type=int, default=d.step_size, metavar="E", help="epochs between step decays")
+    group.add_argument(
+        "--step-size", type=int, default=d.step_size, metavar="E", help="epochs between step decays"
+    )
     group.add_argument("--gamma", type=_float, default=d.gamma, help=f"step decay factor (default {d.gamma})")
     group.add_argument(
-        "--label-smoothing", type=_float, default=d.label_smoothing, metavar="S", help=f"default {d.label_smoothing}"
+        "--label-smoothing",
+        type=_float,
+        default=d.label_smoothing,
+        metavar="S",
+        help=f"default {d.label_smoothing}",
     )
-    group.add_argument("--clip-grad", type=_float, default=None, metavar="NORM", help="clip the gradient norm")
+    group.add_argument(
+        "--clip-grad", type=_float, default=None, metavar="NORM", help="clip the gradient norm"
+    )
     group.add_argument(
         "--augment",
         type=_names,
-        default=[],
+        default=d.augment,
         metavar="LIST",
-        help=f"on-device augmentation, comma-separated: {', '.join(AUGMENTATIONS)}",
+        help=f"on-device augmentation, comma-separated: {', '.join(AUGMENTATIONS)}; crop:N shifts by up to N "
+        f"pixels (crop: 1/16 of the size); none (default {','.join(d.augment)})",
     )
-    group.add_argument("--seed", type=int, default=None, help="seed (default 0); given explicitly it also forces "
-                       "deterministic GPU kernels")
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed (default 0); given explicitly it also forces deterministic GPU kernels",
+    )
     group = parser.add_argument_group("hardware")
     group.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
-    group.add_argument("--amp", choices=AMP_MODES, default=d.amp, help="mixed precision (auto: bf16 on a GPU)")
-    group.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
+    group.add_argument(
+        "--amp", choices=AMP_MODES, default=d.amp, help="mixed precision (auto: bf16 on a GPU)"
+    )
+    group.add_argument(
+        "--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)"
+    )
     group.add_argument("--compile", action="store_true", help="torch.compile the model")
-    group.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for torch")
+    group.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default: 1 for a small model, whose layers gain little from threads and lose "
+        "much on a busy machine; else torch's default)",
+    )
     group = parser.add_argument_group("transfer learning")
     group.add_argument(
-        "--init-from", metavar="FILE", help="start from weights: a cnndsl checkpoint or a state_dict (torchvision)"
+        "--init-from",
+        metavar="FILE",
+        help="start from weights: a cnndsl checkpoint or a state_dict (torchvision)",
     )
     group.add_argument(
         "--freeze",
@@ -159,7 +209,9 @@ def register(subparsers: Any) -> None:
         description="Evaluate weights (a cnndsl checkpoint or a state_dict) on a data set's validation split.",
     )
     add_spec_arguments(evaluate)
-    evaluate.add_argument("--weights", required=True, metavar="FILE", help="best.pt / last.pt or a state_dict")
+    evaluate.add_argument(
+        "--weights", required=True, metavar="FILE", help="best.pt / last.pt or a state_dict"
+    )
     _add_data_arguments(evaluate, None)
     evaluate.add_argument(
         "--split", choices=("val", "train", "all"), default="val", help="which images (default val)"
@@ -252,7 +304,9 @@ def _resume_config(args: argparse.Namespace, fresh: TrainConfig, log: Any) -> Tr
         if flag and flag in explicit:
             setattr(saved, name, getattr(fresh, name))
     ignored = []
-    for dest in sorted(explicit - set(RESUME_OVERRIDES) - {"resume", "out", "file", "handler", "parser_defaults"}):
+    for dest in sorted(
+        explicit - set(RESUME_OVERRIDES) - {"resume", "out", "file", "handler", "parser_defaults"}
+    ):
         value = getattr(fresh, dest, None)
         if hasattr(saved, dest) and value != getattr(saved, dest):
             ignored.append(f"--{dest.replace('_', '-')}")
@@ -276,10 +330,10 @@ def _summary_text(network: Network, frozen: list[str] | None = None) -> str | No
     return text if text.endswith("\n") else text + "\n"
 
 
-def _frozen_text(frozen: list[str], network: Network) -> str:
+def _frozen_text(frozen: list[str], parameters: int) -> str:
     if not frozen:
         return ""
-    lines = [f"Frozen layers ({len(frozen)}): not trained, not in the optimizer"]
+    lines = [f"Frozen layers ({len(frozen)}, {parameters:,} parameters): not trained, not in the optimizer"]
     lines += [f"  {path}  [frozen]" for path in frozen]
     return "\n".join(lines) + "\n"
 
@@ -320,9 +374,8 @@ def run_train(args: argparse.Namespace) -> int:
         extras = Extras(spec_files=copy_spec_files(network), summary=summary, diagram_dot=_diagram(network))
         trainer = Trainer(config, network, ctx=ctx, resume=args.resume, extras=extras, log=log)
         if trainer.model_info.frozen and extras.summary is not None:
-            frozen = _frozen_text(trainer.model_info.frozen, network)
-            extras.summary += "\n" + frozen
-            log(frozen.rstrip())
+            count = sum(p.numel() for p in trainer.model.parameters() if not p.requires_grad)
+            extras.summary += "\n" + _frozen_text(trainer.model_info.frozen, count)
         result = trainer.run()
     except NonFiniteLoss as error:
         raise CliError(str(error), exit_code=1) from None
@@ -400,8 +453,12 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         mean, std = channel_stats(torch.from_numpy(data.x_train))
         notes.append("normalized with the data's statistics (the weights carry none)")
-    x = {"val": data.x_val, "train": data.x_train, "all": np.concatenate([data.x_train, data.x_val])}[args.split]
-    y = {"val": data.y_val, "train": data.y_train, "all": np.concatenate([data.y_train, data.y_val])}[args.split]
+    x = {"val": data.x_val, "train": data.x_train, "all": np.concatenate([data.x_train, data.x_val])}[
+        args.split
+    ]
+    y = {"val": data.y_val, "train": data.y_train, "all": np.concatenate([data.y_train, data.y_val])}[
+        args.split
+    ]
     if len(y) == 0:
         raise CliError(f"the {args.split} split of {args.data} is empty (see --val-split)")
     device = _device(args.device)

@@ -38,7 +38,20 @@ _WHERE = {
     "train": "loop",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "DataError",
+    "DataSet",
+    "DistContext",
+    "EvalResult",
+    "Extras",
+    "NonFiniteLoss",
+    "RunResult",
+    "TrainConfig",
+    "TrainError",
+    "Trainer",
+    "load_data",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

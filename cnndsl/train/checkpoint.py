@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,12 @@ from .errors import TrainError
 
 FORMAT = "cnndsl-checkpoint"
 VERSION = 1
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
@@ -38,6 +45,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(temp, target)
     except BaseException:
         # Also on KeyboardInterrupt: never leave temp files behind.
@@ -63,8 +71,15 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     except IsADirectoryError:
         raise TrainError(f"{path}: is a folder, not a checkpoint file") from None
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
-        raise TrainError(f"{path}: refused to load: not a plain weights file ({first})") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = (
+            f"it holds a pickled {found.group(1)} object"
+            if found
+            else "it is not a torch.save file of tensors"
+        )
+        raise TrainError(
+            f"{path}: refused to load with weights_only=True: {what} (only tensors and plain data are loaded)"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TrainError(f"{path}: not a readable checkpoint ({first})") from None

@@ -29,7 +29,7 @@ class TrainConfig:
     bad_files: str = "skip"
     """What to do with unreadable images in a folder: ``skip`` (reported) or ``error``."""
     cache_dir: str | None = None
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 32
     """Global batch: under torchrun each of N processes takes batch_size / N samples of every batch."""
     eval_batch_size: int = 0
@@ -47,13 +47,16 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.1
     clip_grad: float | None = None
-    augment: list[str] = field(default_factory=list)
+    augment: list[str] = field(default_factory=lambda: ["crop"])
+    """On-device augmentations in order: ``flip``, ``crop`` (shift by up to 1/16 of the size), ``crop:N`` (by up
+    to N pixels), ``cutout``. An empty list (``--augment none``) trains on the images as they are."""
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = False
     compile: bool = False
     threads: int | None = None
-    """CPU threads for torch (None: torch's default)."""
+    """CPU threads for torch. None: one thread for small models (see ``loop.SMALL_STEP_MACS``), else torch's
+    default."""
     seed: int = 0
     deterministic: bool = False
     """Force deterministic kernels (set by an explicit ``--seed``); CPU runs are deterministic anyway."""
@@ -77,7 +80,10 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys (from a newer version) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items() if k in names})
+        values: dict[str, Any] = {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items() if k in names
+        }
+        return cls(**values)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -111,6 +117,13 @@ class TrainConfig:
             raise ValueError("--nesterov applies to --optimizer sgd only")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {self.threads}")
-        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
-        if unknown:
-            raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
+        for item in self.augment:
+            name, colon, value = item.partition(":")
+            if name not in AUGMENTATIONS:
+                raise ValueError(
+                    f"unknown augmentation {item!r}; choose from {', '.join(AUGMENTATIONS)}, crop:N, none"
+                )
+            if colon and (name != "crop" or not value.isdigit() or int(value) < 1):
+                raise ValueError(
+                    f"bad augmentation {item!r}: only crop takes a size, as crop:N with N >= 1 pixels"
+                )

@@ -100,10 +100,7 @@ def adapt_array(x: np.ndarray, shape: Sequence[int], what: str = "images") -> tu
             out[start : start + 4096] = F.interpolate(
                 part, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink
             ).numpy()
-        if dtype == np.uint8:
-            x = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-        else:
-            x = out
+        x = np.clip(np.rint(out), 0, 255).astype(np.uint8) if dtype == np.uint8 else out
         notes.append(f"resized {what} from {h0}x{w0} to {h}x{w} (bilinear) to fit the spec's input")
     return x, notes
 
@@ -145,11 +142,19 @@ def split_indices(y: np.ndarray, fraction: float, seed: int = SPLIT_SEED) -> tup
 
 
 def _split(
-    name: str, x: np.ndarray, y: np.ndarray, classes: list[str], fraction: float, notes: list[str], pixel_max: float
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: list[str],
+    fraction: float,
+    notes: list[str],
+    pixel_max: float,
 ) -> DataSet:
     train, val = split_indices(y, fraction)
     if fraction > 0:
-        notes.append(f"split {len(y):,} images into train/val ({1 - fraction:.0%}/{fraction:.0%}, stratified, fixed)")
+        notes.append(
+            f"split {len(y):,} images into train/val ({1 - fraction:.0%}/{fraction:.0%}, stratified, fixed)"
+        )
     return DataSet(name, x[train], y[train], x[val], y[val], classes, pixel_max, notes)
 
 
@@ -194,10 +199,10 @@ def decode_image(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[np
     c, h, w = _target(shape)
     if c not in (1, 3):
         raise DataError(f"image files give 1 (grayscale) or 3 (RGB) channels; the spec's input has {c}")
-    with Image.open(path) as image:
-        image.load()  # decode now: a truncated file fails here, not later
-        size = (image.height, image.width)
-        image = image.convert("L" if c == 1 else "RGB")
+    with Image.open(path) as opened:
+        opened.load()  # decode now: a truncated file fails here, not later
+        size = (opened.height, opened.width)
+        image = opened.convert("L" if c == 1 else "RGB")
         if (image.height, image.width) != (h, w):
             image = image.resize((w, h), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
@@ -248,7 +253,9 @@ def _decode_files(
             sizes.add(size)
         except (OSError, ValueError, SyntaxError) as error:  # Pillow raises all three for broken files
             if bad_files == "error":
-                raise DataError(f"{path}: cannot read image: {error} (--bad-files skip skips such files)") from None
+                raise DataError(
+                    f"{path}: cannot read image: {error} (--bad-files skip skips such files)"
+                ) from None
             keep[i] = False
             bad.append(f"{path}: {error}")
     y = np.array([label for _, label in files], dtype=np.int64)
@@ -297,6 +304,10 @@ def load_folder(
                 bad = [str(b) for b in stored["bad"]]
                 sizes_note = str(stored["sizes"])
             notes.append(f"read {parts[part]} from the cache {cached}")
+            if bad and bad_files == "error":  # the cache was filled by a run that skipped these files
+                raise DataError(
+                    f"{bad[0].replace(': ', ': cannot read image: ', 1)} (--bad-files skip skips such files)"
+                )
         else:
             x, y, bad, sizes = _decode_files(files, shape, bad_files)
             sizes_note = _size_text(sizes) if sizes else ""
@@ -360,18 +371,22 @@ def _layout(x: np.ndarray, channels: int, path: str) -> np.ndarray:
     )
 
 
-def _npz_pair(stored: np.lib.npyio.NpzFile, xk: str, yk: str, channels: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+def _npz_pair(
+    stored: np.lib.npyio.NpzFile, xk: str, yk: str, channels: int, path: str
+) -> tuple[np.ndarray, np.ndarray]:
     x, y = stored[xk], stored[yk]
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.number)):
         raise DataError(f"{path}: {xk} must hold numbers, not {x.dtype}")
     x = _layout(x, channels, path)
     if y.ndim != 1:
-        raise DataError(f"{path}: {yk} has shape {tuple(y.shape)}; expected one class index per image, shape (N,)")
+        raise DataError(
+            f"{path}: {yk} has shape {tuple(y.shape)}; expected one class index per image, shape (N,)"
+        )
     if len(y) != len(x):
         raise DataError(f"{path}: {xk} has {len(x)} images but {yk} has {len(y)} labels")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
-            raise DataError(f"{path}: {yk} must hold integer class indices, not {y.dtype}")
+    integral = np.issubdtype(y.dtype, np.floating) and bool(np.all(np.mod(y, 1) == 0))
+    if not np.issubdtype(y.dtype, np.integer) and not integral:
+        raise DataError(f"{path}: {yk} must hold integer class indices, not {y.dtype}")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise DataError(f"{path}: {yk} has a negative class index ({y.min()})")
@@ -399,13 +414,17 @@ def load_npz(path: str | os.PathLike[str], shape: Sequence[int], val_split: floa
         keys = set(stored.files)
         missing = [k for k in ("x", "y") if k not in keys]
         if missing:
-            raise DataError(f"{name}: missing array {missing[0]!r} (found: {', '.join(sorted(keys)) or 'none'})")
+            raise DataError(
+                f"{name}: missing array {missing[0]!r} (found: {', '.join(sorted(keys)) or 'none'})"
+            )
         x, y = _npz_pair(stored, "x", "y", c, name)
         has_val = "x_val" in keys and "y_val" in keys
         if has_val:
             xv, yv = _npz_pair(stored, "x_val", "y_val", c, name)
             if xv.shape[1:] != x.shape[1:]:
-                raise DataError(f"{name}: x_val images are {xv.shape[1:]} but x images are {x.shape[1:]} (C, H, W)")
+                raise DataError(
+                    f"{name}: x_val images are {xv.shape[1:]} but x images are {x.shape[1:]} (C, H, W)"
+                )
         count = int(max(y.max(initial=-1), yv.max(initial=-1) if has_val else -1)) + 1
         classes = [str(i) for i in range(count)]
         if "classes" in keys:

@@ -110,6 +110,9 @@ def top_k(
     k = min(k, probabilities.shape[1])
     values, indices = probabilities.topk(k, dim=1)
     return [
-        [(classes[int(i)] if int(i) < len(classes) else str(int(i)), float(v)) for v, i in zip(vs, ids, strict=True)]
+        [
+            (classes[int(i)] if int(i) < len(classes) else str(int(i)), float(v))
+            for v, i in zip(vs, ids, strict=True)
+        ]
         for vs, ids in zip(values.tolist(), indices.tolist(), strict=True)
     ]

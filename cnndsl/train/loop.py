@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from .data import DataSet, load_data
 from .ddp import DistContext
 from .errors import NonFiniteLoss, TrainError
 from .evaluate import EvalResult, evaluate_tensors
-from .model import build_model, frozen_norm_layers
+from .model import ModelInfo, build_model, frozen_norm_layers
 from .optim import build_optimizer, build_scheduler
 
 # Files of a run folder that a fresh run replaces (a new run must never resume or report an old one's state).
@@ -55,7 +56,9 @@ class RunResult:
             last = self.history[-1] if self.history else {}
             acc = last.get("train_acc")
             shown = "n/a" if acc is None else f"{100 * acc:.2f}%"
-            return f"done: {self.epochs_done} epochs, no validation set, final train accuracy {shown}; {where}"
+            return (
+                f"done: {self.epochs_done} epochs, no validation set, final train accuracy {shown}; {where}"
+            )
         return (
             f"done: best val accuracy {100 * self.best_val_acc:.2f}% (epoch {self.best_epoch} of "
             f"{self.epochs_done}); {where}"
@@ -89,6 +92,40 @@ def resolve_device(requested: str, ctx: DistContext) -> torch.device:
     raise TrainError(f"--device {requested}: expected auto, cpu, cuda or cuda:N")
 
 
+SMALL_STEP_MACS = 1e9
+"""Below this many multiply-accumulates per training step (forward and backward, whole batch), ``--threads`` defaults
+to 1: on such small layers extra CPU threads save little on an idle machine and cost several times the run time on
+a busy one, where every op waits for a descheduled helper thread."""
+
+
+def step_macs(network: Network, batch: int) -> int:
+    """Multiply-accumulates of one training step: forward MACs x batch x 3 (backward costs about twice forward)."""
+    from .. import ops
+
+    per_sample = sum(
+        ops.REGISTRY[n.op].costs(list(n.input_shapes), n.shape, n.args).macs for n in network.layers
+    )
+    return 3 * batch * per_sample
+
+
+def choose_threads(
+    config: TrainConfig, network: Network, device: torch.device, ctx: DistContext
+) -> str | None:
+    """Apply ``--threads``; without it, use one thread for a small model on the CPU. Returns a log note."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+        return None
+    if device.type != "cpu" or ctx.distributed:  # torchrun gives each process one thread already
+        return None
+    macs = step_macs(network, config.batch_size)
+    if macs < SMALL_STEP_MACS and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+        return (
+            f"using 1 CPU thread: a training step is small ({macs / 1e6:,.0f} M MACs); --threads N to change"
+        )
+    return None
+
+
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for full precision. ``auto`` is bf16 on a GPU that supports it, else off."""
     if mode == "off":
@@ -112,6 +149,7 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for the layers autocast leaves in fp32
 
 
 class Trainer:
@@ -127,7 +165,11 @@ class Trainer:
         extras: Extras | None = None,
         log: Callable[[str], None] = print,
         data: DataSet | None = None,
+        module: torch.nn.Module | None = None,
     ) -> None:
+        """Set up everything; :meth:`run` trains. ``data`` replaces loading ``config.data`` (tests, benchmarks);
+        ``module`` trains a ready module instead of the spec's (the benchmark runs a hand-written ResNet-50 through
+        this same loop)."""
         try:
             config.validate()
         except ValueError as error:
@@ -138,9 +180,8 @@ class Trainer:
         self.extras = extras or Extras()
         self.log = log if self.ctx.is_main else (lambda _line: None)
         self.out = Path(config.out or os.path.join("runs", network.name.lower()))
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device, self.ctx)
+        threads_note = choose_threads(config, network, self.device, self.ctx)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         seed_everything(config.seed, config.deterministic, self.device)
 
@@ -150,14 +191,22 @@ class Trainer:
 
         # Data: the main process first, so that it alone decodes an image folder and fills the cache.
         if data is None:
+            failure: TrainError | None = None
             if self.ctx.is_main:
-                data = self._load_data()
+                try:
+                    data = self._load_data()
+                except TrainError as error:
+                    failure = error  # raised after the barrier, which the other processes wait at
             self.ctx.barrier()
+            if failure is not None:
+                raise failure
             if not self.ctx.is_main:
                 data = self._load_data()
         assert data is not None
         self.data = data
         self.log(data.describe())
+        if threads_note:
+            self.log(threads_note)
         for note in data.notes:
             self.log(note)
         if self.resume_state is not None and list(self.resume_state.get("classes", [])) != list(data.classes):
@@ -165,12 +214,15 @@ class Trainer:
 
         # Model: seeded so every process (and every resumed run) starts from the same weights.
         torch.manual_seed(config.seed)
-        self.model, info = build_model(
-            network,
-            data.num_classes,
-            init_from=None if self.resume_state is not None else config.init_from,
-            freeze_patterns=config.freeze,
-        )
+        if module is not None:
+            self.model, info = module, ModelInfo(num_classes=data.num_classes)
+        else:
+            self.model, info = build_model(
+                network,
+                data.num_classes,
+                init_from=None if self.resume_state is not None else config.init_from,
+                freeze_patterns=config.freeze,
+            )
         self.model_info = info
         for note in info.notes:
             self.log(note)
@@ -235,7 +287,13 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+            # A conv with one input channel gets gradients whose strides torch reads as channels-last (size-1
+            # dimension): DDP warns once and copies that small tensor. Harmless; keep the log clean.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            # Gradients as views into the all-reduce buckets: no copy, less memory.
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=device_ids, gradient_as_bucket_view=True
+            )
         if config.compile:
             self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
 
@@ -268,7 +326,9 @@ class Trainer:
         if not ckpt_io.is_cnndsl_checkpoint(state):
             raise TrainError(f"--resume: {path} is not a cnndsl checkpoint")
         if state.get("network") != self.network.name:
-            raise TrainError(f"--resume: {path} is a run of network {state.get('network')}, not {self.network.name}")
+            raise TrainError(
+                f"--resume: {path} is a run of network {state.get('network')}, not {self.network.name}"
+            )
         return dict(state)
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -278,7 +338,9 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, ValueError, KeyError) as error:
             first = str(error).strip().splitlines()[0]
-            raise TrainError(f"--resume: {self.out / 'last.pt'} does not fit this spec and setup: {first}") from None
+            raise TrainError(
+                f"--resume: {self.out / 'last.pt'} does not fit this spec and setup: {first}"
+            ) from None
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         states = state.get("rng") or []
@@ -312,7 +374,9 @@ class Trainer:
             if saved.get("cuda") is not None:
                 torch.cuda.set_rng_state(saved["cuda"], self.device)
         else:
-            self.log(f"resuming on {self.device.type} a run saved on {saved.get('device')}: augmentation reseeded")
+            self.log(
+                f"resuming on {self.device.type} a run saved on {saved.get('device')}: augmentation reseeded"
+            )
 
     def _describe_setup(self) -> str:
         trainable = sum(p.numel() for p in self.params)
@@ -325,7 +389,10 @@ class Trainer:
             extra.append("compiled")
         if self.ctx.distributed:
             extra.append(f"DDP x{self.ctx.world_size} ({'nccl' if self.device.type == 'cuda' else 'gloo'})")
-        where = str(self.device) + (f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else "")
+        threads = torch.get_num_threads()
+        where = str(self.device)
+        if self.device.type == "cpu":
+            where += f", {threads} thread{'s' if threads > 1 else ''}"
         frozen = f" ({total - trainable:,} frozen)" if total != trainable else ""
         aug = ",".join(self.config.augment) or "none"
         return (
@@ -371,6 +438,9 @@ class Trainer:
         if not self.ctx.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:  # temporary files of writes a killed process never finished
+            for temp in self.out.glob(f".{name}.*.tmp"):
+                temp.unlink(missing_ok=True)
         if self.resume_state is None:
             stale = [name for name in RUN_FILES if (self.out / name).exists()]
             if stale:
@@ -418,7 +488,8 @@ class Trainer:
 
     def _write_curves(self) -> None:
         if self.ctx.is_main and self.history:
-            png = metrics.plot_curves(self.history, f"{self.network.name} on {self.data.name}")
+            title = f"{self.network.name} on {self.data.name}"
+            png = metrics.plot_curves(self.history, title, self.config.label_smoothing)
             ckpt_io.atomic_write(self.out / "curves.png", png)
 
     # ------------------------------------------------------------------------------------------ epochs ---
@@ -490,7 +561,7 @@ class Trainer:
                         loss=f"{loss_sum.item() / seen:.4f}",
                         acc=f"{100 * correct.item() / seen:.1f}%",
                         img_s=f"{(step + 1) * big / elapsed:,.0f}",
-                        refresh=False,
+                        refresh=step + 1 == self.steps_per_epoch,  # else tqdm redraws at its own pace
                     )
             bar.update(1)
         totals = torch.stack([loss_sum, correct.double()])
@@ -547,7 +618,9 @@ class Trainer:
         """Train the remaining epochs, writing the run folder as it goes."""
         self._prepare_folder()
         if self.resumed_from is not None:
-            self.log(f"resuming {self.out / 'last.pt'} after epoch {self.resumed_from} of {self.config.epochs}")
+            self.log(
+                f"resuming {self.out / 'last.pt'} after epoch {self.resumed_from} of {self.config.epochs}"
+            )
         try:
             while self.epoch < self.config.epochs:
                 epoch = self.epoch + 1
@@ -566,7 +639,9 @@ class Trainer:
                 }
                 self.history.append(record)
                 self.epoch = epoch
-                improved = result is None or self.best["val_acc"] is None or result.accuracy > self.best["val_acc"]
+                improved = (
+                    result is None or self.best["val_acc"] is None or result.accuracy > self.best["val_acc"]
+                )
                 if improved:
                     self.best = {"val_acc": None if result is None else result.accuracy, "epoch": epoch}
                 self._save(improved)

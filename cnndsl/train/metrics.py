@@ -41,20 +41,23 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def plot_curves(history: Sequence[dict[str, Any]], title: str = "") -> bytes:
-    """Loss and accuracy per epoch (train and validation) as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; must precede pyplot
-    import matplotlib.pyplot as plt
+def plot_curves(history: Sequence[dict[str, Any]], title: str = "", label_smoothing: float = 0.0) -> bytes:
+    """Loss and accuracy per epoch (train and validation) as PNG bytes. With label smoothing the training loss
+    includes it (the validation loss does not), which the legend says."""
+    # A bare Figure renders with the Agg canvas and leaves pyplot's global backend alone (no display needed,
+    # and a notebook that imported this keeps its own backend).
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
 
     def series(key: str) -> list[float]:
         return [math.nan if r.get(key) is None else float(r[key]) for r in history]
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    left.plot(epochs, series("train_loss"), marker="o", label="train")
+    figure = Figure(figsize=(10, 4), dpi=100)
+    left, right = figure.subplots(1, 2)
+    smoothed = f" (label smoothing {label_smoothing:g})" if label_smoothing else ""
+    left.plot(epochs, series("train_loss"), marker="o", label="train" + smoothed)
     left.plot(epochs, series("val_loss"), marker="o", label="val")
     left.set_xlabel("epoch")
     left.set_ylabel("loss")
@@ -68,10 +71,10 @@ def plot_curves(history: Sequence[dict[str, Any]], title: str = "") -> bytes:
     right.legend()
     for axis in (left, right):
         axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         figure.suptitle(title)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    plt.close(figure)
     return buffer.getvalue()

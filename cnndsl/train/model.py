@@ -73,6 +73,8 @@ def replace_classifier(module: torch.nn.Module, network: Network, num_classes: i
     node = classifier_node(network)
     if node is None:
         last = network.nodes[network.outputs[0].node]
+        while last.op in (*_PASS_THROUGH, "flatten") and len(last.inputs) == 1:
+            last = network.nodes[last.inputs[0]]
         raise TrainError(
             f"the network outputs {current} scores but the data has {num_classes} classes, and its last layer "
             f"({last.path}, {last.op}) is not a linear layer that could be replaced; edit the spec"
@@ -94,7 +96,9 @@ def matching_layers(network: Network, pattern: str) -> list[Node]:
     for node in network.layers:
         parts = node.path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(torch_name(p), pattern) for p in prefixes):
+        if any(
+            fnmatch.fnmatchcase(p, pattern) or fnmatch.fnmatchcase(torch_name(p), pattern) for p in prefixes
+        ):
             found.append(node)
     return found
 
@@ -125,14 +129,18 @@ def freeze(module: torch.nn.Module, network: Network, patterns: Sequence[str]) -
     return sorted(frozen, key=order.__getitem__)
 
 
-def frozen_norm_layers(module: torch.nn.Module, network: Network, frozen: Sequence[str]) -> list[torch.nn.Module]:
+def frozen_norm_layers(
+    module: torch.nn.Module, network: Network, frozen: Sequence[str]
+) -> list[torch.nn.Module]:
     """Batch-norm layers among the frozen ones: kept in eval mode while training so their statistics stay too."""
     targets = module_paths(module)
     layers = [module.get_submodule(targets[p]) for p in frozen if p in targets]
     return [m for m in layers if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
-def load_into(module: torch.nn.Module, network: Network, path: str) -> tuple[list[str], dict[str, object] | None]:
+def load_into(
+    module: torch.nn.Module, network: Network, path: str
+) -> tuple[list[str], dict[str, object] | None]:
     """Load weights from ``path`` (our checkpoint, or a state_dict such as torchvision's, matched by order).
 
     Returns notes and the checkpoint dict when it was ours (for its class names and normalization)."""
@@ -154,7 +162,9 @@ def load_into(module: torch.nn.Module, network: Network, path: str) -> tuple[lis
         load_weights(module, state, match="name" if ours else "order")
     except WeightsMismatch as error:
         raise TrainError(f"{path}: does not fit network {network.name}: {error}") from None
-    notes.append(f"loaded weights from {path} ({'cnndsl checkpoint' if ours else 'state_dict matched by order'})")
+    notes.append(
+        f"loaded weights from {path} ({'cnndsl checkpoint' if ours else 'state_dict matched by order'})"
+    )
     return notes, (obj if ours else None)
 
 
@@ -172,7 +182,9 @@ def build_model(
     module = network.to_torch(logits=True)
     last = network.nodes[network.outputs[0].node]
     if last.op == "softmax":
-        info.notes.append(f"training on the logits before the final softmax ({last.path}); it is not applied twice")
+        info.notes.append(
+            f"training on the logits before the final softmax ({last.path}); it is not applied twice"
+        )
     if init_from:
         notes, _ = load_into(module, network, init_from)
         info.notes.extend(notes)
@@ -182,7 +194,9 @@ def build_model(
     if freeze_patterns:
         info.frozen = freeze(module, network, freeze_patterns)
         count = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-        info.notes.append(f"froze {len(info.frozen)} layers ({count:,} parameters) matching {', '.join(freeze_patterns)}")
+        info.notes.append(
+            f"froze {len(info.frozen)} layers ({count:,} parameters) matching {', '.join(freeze_patterns)}"
+        )
     if log:
         for line in info.notes:
             log(line)

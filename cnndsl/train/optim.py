@@ -28,11 +28,19 @@ def build_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> to
     lr = config.resolved_lr
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+            groups,
+            lr=lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
         )
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
+
+
+def _anneal(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) / 2 * (math.cos(math.pi * fraction) + 1)
 
 
 def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
@@ -40,11 +48,11 @@ def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
     total = max(1, config.epochs * steps_per_epoch)
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if config.schedule == "onecycle":
-        rise = warmup if warmup > 0 else max(1, int(round(ONECYCLE_RISE * total)))
-        if step < rise:
-            return ONECYCLE_START + (1 - ONECYCLE_START) * (1 - math.cos(math.pi * step / rise)) / 2
-        t = min(1.0, (step - rise) / max(1, total - rise - 1))
-        return ONECYCLE_END + (1 - ONECYCLE_END) * (1 + math.cos(math.pi * t)) / 2
+        # torch.optim.lr_scheduler.OneCycleLR's two cosine phases (warm-up length: --warmup-epochs or 30%).
+        rise = (warmup if warmup > 0 else ONECYCLE_RISE * total) - 1
+        if step <= rise:
+            return _anneal(ONECYCLE_START, 1.0, step / rise if rise > 0 else 1.0)
+        return _anneal(1.0, ONECYCLE_END, min(1.0, (step - rise) / max(1e-9, total - 1 - rise)))
     if step < warmup:
         return (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -59,6 +67,4 @@ def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config, steps_per_epoch)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config, steps_per_epoch))

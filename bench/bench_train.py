@@ -1,0 +1,155 @@
+"""Training benchmarks.
+
+CPU (default): the wall time of the README's command, ``cnndsl train specs/lenet5.cnn``, start-up included, as a
+user would time it, and its best validation accuracy. Runs alternate between the default (one CPU thread for a
+model this small) and ``--threads 2`` (torch's own default on a 2-core machine), so load from other jobs on a
+shared machine hits both. Target: >= 97% in <= 20 s.
+
+    python3 bench/bench_train.py --rounds 3
+
+GPU (needs CUDA): images/s of the training loop of ``cnndsl train`` (on-device synthetic 224x224 data, bf16
+autocast, channels_last, optionally torch.compile) around ResNet-50 compiled from specs/resnet50.cnn, and around
+the hand-written ResNet-50 of bench/resnet50_ref.py in the very same loop. They alternate epoch by epoch.
+Target: >= 3,000 images/s on an H100, ratio >= 0.98.
+
+    python3 bench/bench_train.py --gpu --batch 256 --steps 30 --rounds 4 [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def cpu(rounds: int, out: Path) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    variants = [("default", []), ("--threads 2", ["--threads", "2"])]
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
+    for round_ in range(rounds):
+        for name, extra in variants:
+            command = [sys.executable, "-m", "cnndsl", "train", "specs/lenet5.cnn", "--out", str(out), *extra]
+            start = time.perf_counter()
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if done.returncode != 0:
+                print(done.stderr, file=sys.stderr)
+                return 1
+            found = re.search(r"best val accuracy ([\d.]+)%", done.stdout)
+            accuracy = float(found.group(1)) if found else float("nan")
+            results[name].append((wall, accuracy))
+            print(f"round {round_ + 1} {name}: {wall:.2f} s, best val accuracy {accuracy:.2f}%", flush=True)
+    load = os.getloadavg()
+    print()
+    print(
+        f"`python3 bench/bench_train.py --rounds {rounds}`; load average after: {load[0]:.1f}, {load[1]:.1f}"
+    )
+    print()
+    print("| command | wall time (median) | min | max | best val accuracy |")
+    print("|---|---:|---:|---:|---:|")
+    for name, extra in variants:
+        walls = [w for w, _ in results[name]]
+        accs = sorted({a for _, a in results[name]})
+        shown = " ".join(extra)
+        print(
+            f"| `cnndsl train specs/lenet5.cnn{' ' + shown if shown else ''}` | {statistics.median(walls):.1f} s "
+            f"| {min(walls):.1f} s | {max(walls):.1f} s | {', '.join(f'{a:.2f}%' for a in accs)} |"
+        )
+    return 0
+
+
+def gpu(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available: the GPU benchmark needs a GPU", file=sys.stderr)
+        return 2
+    from resnet50_ref import resnet50
+
+    import cnndsl
+    from cnndsl.train import TrainConfig, Trainer
+    from cnndsl.train.data import DataSet
+
+    count = args.batch * args.steps
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (count, 3, args.size, args.size), dtype=np.uint8)
+    y = rng.integers(0, 1000, count).astype(np.int64)
+    empty = np.zeros((0, 3, args.size, args.size), np.uint8)
+    data = DataSet("synthetic", x, y, empty, np.zeros(0, np.int64), [str(i) for i in range(1000)])
+    network = cnndsl.load(ROOT / "specs" / "resnet50.cnn")
+    config = TrainConfig(
+        epochs=1000,
+        batch_size=args.batch,
+        optimizer="sgd",
+        lr=0.1,
+        augment=[],
+        device=args.device,
+        amp="bf16" if args.device.startswith("cuda") else "off",
+        channels_last=True,
+        compile=args.compile,
+        progress=False,
+        out=str(args.out),
+    )
+    trainers = {
+        "cnndsl (specs/resnet50.cnn)": Trainer(config, network, data=data, log=lambda _: None),
+        "hand-written (bench/resnet50_ref.py)": Trainer(
+            config, network, data=data, log=lambda _: None, module=resnet50()
+        ),
+    }
+    speeds: dict[str, list[float]] = {name: [] for name in trainers}
+    for trainer in trainers.values():  # warm-up: cuDNN autotuning, compilation
+        trainer.train_epoch(1)
+    for round_ in range(args.rounds):
+        for name, trainer in trainers.items():
+            _, _, _, seconds = trainer.train_epoch(round_ + 2)
+            speeds[name].append(count / seconds)
+            print(f"round {round_ + 1} {name}: {count / seconds:,.0f} images/s", flush=True)
+    ours, theirs = (statistics.median(v) for v in speeds.values())
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU (smoke test only)"
+    mode = "bf16 autocast, channels_last" + (", torch.compile" if args.compile else ", eager")
+    print()
+    print(
+        f"Device: {device}; torch {torch.__version__}; ResNet-50 training loop of `cnndsl train` (SGD, {mode}), "
+        f"synthetic {args.size}x{args.size} uint8 data on the GPU, batch {args.batch}, {args.steps} steps per "
+        f"epoch, median of {args.rounds} alternating epochs."
+    )
+    print()
+    print("| model | images/s (median) | range |")
+    print("|---|---:|---:|")
+    for name, values in speeds.items():
+        print(f"| {name} | {statistics.median(values):,.0f} | {min(values):,.0f}–{max(values):,.0f} |")
+    print()
+    print(f"ratio cnndsl / hand-written: {ours / theirs:.3f}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--gpu", action="store_true", help="the ResNet-50 GPU benchmark (needs CUDA)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--batch", type=int, default=256, help="GPU: batch size (default 256)")
+    parser.add_argument("--steps", type=int, default=30, help="GPU: steps per timed epoch (default 30)")
+    parser.add_argument("--size", type=int, default=224, help="GPU: image size (default 224)")
+    parser.add_argument("--compile", action="store_true", help="GPU: torch.compile both models")
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: smoke-test the GPU path
+    parser.add_argument(
+        "--out", type=Path, default=Path("/tmp/cnndsl-bench-train"), help="scratch run folder"
+    )
+    args = parser.parse_args()
+    return gpu(args) if args.gpu else cpu(args.rounds, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
