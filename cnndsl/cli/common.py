@@ -38,6 +38,17 @@ class NoNetwork(CliError):
 NO_NETWORK_PREFIX = "no network defined"
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, with a one-line error otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """The spec file and the flags every spec-reading command shares."""
     parser.add_argument("file", help="the .cnn spec")
@@ -50,7 +61,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--node-budget",
-        type=int,
+        type=positive_int,
         default=DEFAULT_NODE_BUDGET,
         metavar="N",
         help=f"refuse specs that elaborate to more than N nodes (default {DEFAULT_NODE_BUDGET:,})",

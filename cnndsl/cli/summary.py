@@ -6,17 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import CliError, add_spec_arguments, load_network, write_output
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+from .common import CliError, add_spec_arguments, load_network, positive_int, write_output
 
 
 def register(subparsers: Any) -> None:
@@ -33,7 +23,7 @@ def register(subparsers: Any) -> None:
     )
     add_spec_arguments(parser)
     parser.add_argument(
-        "--batch", type=_positive, default=1, metavar="N", help="batch size for memory (default 1)"
+        "--batch", type=positive_int, default=1, metavar="N", help="batch size for memory (default 1)"
     )
     parser.add_argument(
         "--dtype",
@@ -43,7 +33,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--depth",
-        type=_positive,
+        type=positive_int,
         metavar="K",
         help="show rows at most K path levels deep: a block instance at level K becomes one row with its sums "
         "(1 = the network body's layers and blocks)",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import CliError, add_spec_arguments, load_network
+from .common import CliError, add_spec_arguments, load_network, positive_int
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -31,16 +31,6 @@ RESUME_OVERRIDES = (
     "cache_dir",
     "eval_batch_size",
 )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _float(text: str) -> float:
@@ -99,17 +89,17 @@ def register(subparsers: Any) -> None:
     _add_data_arguments(parser, d.val_split)
     group = parser.add_argument_group("optimization")
     group.add_argument(
-        "--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"default {d.epochs}"
+        "--epochs", type=positive_int, default=d.epochs, metavar="N", help=f"default {d.epochs}"
     )
     group.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=d.batch_size,
         metavar="B",
         help=f"global batch size, split over torchrun processes (default {d.batch_size})",
     )
     group.add_argument(
-        "--eval-batch-size", type=_positive_int, default=None, metavar="B", help="default 4 x --batch-size"
+        "--eval-batch-size", type=positive_int, default=None, metavar="B", help="default 4 x --batch-size"
     )
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
     group.add_argument(
@@ -173,7 +163,7 @@ def register(subparsers: Any) -> None:
     group.add_argument("--compile", action="store_true", help="torch.compile the model")
     group.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="CPU threads for torch (default: 1 for a small model, whose layers gain little from threads and lose "
@@ -216,7 +206,7 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument(
         "--split", choices=("val", "train", "all"), default="val", help="which images (default val)"
     )
-    evaluate.add_argument("--batch-size", type=_positive_int, default=256, metavar="B", help="default 256")
+    evaluate.add_argument("--batch-size", type=positive_int, default=256, metavar="B", help="default 256")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     evaluate.set_defaults(handler=run_eval)
@@ -229,7 +219,7 @@ def register(subparsers: Any) -> None:
     add_spec_arguments(predict)
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (png, jpg, ...)")
     predict.add_argument("--weights", required=True, metavar="FILE", help="best.pt / last.pt or a state_dict")
-    predict.add_argument("--top-k", "-k", type=_positive_int, default=5, metavar="K", help="default 5")
+    predict.add_argument("--top-k", "-k", type=positive_int, default=5, metavar="K", help="default 5")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     predict.set_defaults(handler=run_predict)
