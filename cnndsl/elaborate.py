@@ -9,6 +9,7 @@ of block instantiations that led there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,9 @@ class Ref:
 
 POISON = Ref(-1, None)
 
+NO_INPUT = Ref(-1, None)
+"""The block input where there is none yet: file-level defaults and input declarations (`in.c` is an error)."""
+
 
 @dataclass
 class BlockInfo:
@@ -168,7 +172,7 @@ class Elaborator:
     def network(
         self, definition: NetworkDef, defaults: dict[str, dict[str, Any]], files: Sequence[str]
     ) -> Network:
-        root = Scope("", (), {}, {}, dict(defaults), POISON)
+        root = Scope("", (), {}, {}, dict(defaults), NO_INPUT)
         inputs: list[Tensor] = []
         overrides = dict(self.options.input_shapes or {})
         for position, decl in enumerate(definition.inputs):
@@ -223,6 +227,8 @@ class Elaborator:
         except LocatedError as error:
             self.report(error.span, error.message, None)
             return None
+        except _Poisoned:  # it uses an earlier input whose declaration was already reported
+            return None
         if (
             not isinstance(value, list)
             or len(value) not in (1, 3)
@@ -232,6 +238,11 @@ class Elaborator:
                 expr.span,
                 f"an input shape is [C, H, W] or [F] of positive integers, got {expr_text(expr)}",
                 None,
+            )
+            return None
+        if math.prod(value) > MAX_NUMBER:
+            self.report(
+                expr.span, f"input shape {expr_text(expr)} is too large (more than 2**53 elements)", None
             )
             return None
         return tuple(value)
@@ -610,6 +621,11 @@ class Elaborator:
     ) -> Node:
         # A node's path is its largest part: long block names nested deep must count against the budget.
         self._spend(5 + len(path) // 64, span, scope)
+        if math.prod(shape) > MAX_NUMBER:
+            # Dimensions would otherwise grow without bound (`upsample(2**53) * 1000`), and with them memory.
+            raise LocatedError(
+                span, f"{op} output {fmt_shape(shape)} is too large (more than 2**53 elements)"
+            )
         if len(self.nodes) >= self.options.node_budget:
             self.sink.add(
                 Diagnostic(
@@ -751,6 +767,11 @@ class Elaborator:
     def _attr(self, expr: Attr, scope: Scope) -> int:
         if expr.base == "in":
             ref = scope.block_input
+            if ref is NO_INPUT:
+                raise LocatedError(
+                    expr.span,
+                    f"{expr.base}.{expr.attr} has no value here: 'in' is the input of a block or network body",
+                )
         elif expr.base in scope.tensors:
             ref = scope.tensors[expr.base]
         else:
@@ -772,14 +793,24 @@ class Elaborator:
         return ref.shape[index]
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, limit: int = MAX_CALL_TEXT) -> str:
+    """A value as the spec would write it, cut after about ``limit`` characters (lists may be huge)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        parts: list[str] = []
+        size = 0
+        for item in value:
+            if size > limit:
+                parts.append("...")
+                break
+            parts.append(_show(item, limit - size))
+            size += len(parts[-1]) + 2
+        return "[" + ", ".join(parts) + "]"
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value)
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _describe_expr(expr: Expr) -> str:

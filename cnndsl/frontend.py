@@ -37,7 +37,10 @@ def _decode(data: bytes, file: str) -> str:
     except UnicodeDecodeError as error:
         before = data[: error.start]
         line = before.count(b"\n") + 1
-        column = error.start - (before.rfind(b"\n") + 1) + 1
+        # A column counts characters, as everywhere else: the bytes before the bad one decode cleanly. A leading
+        # byte-order mark is not part of line 1, as when the file decodes.
+        prefix = before[before.rfind(b"\n") + 1 :].decode("utf-8")
+        column = len(prefix.lstrip("\ufeff") if line == 1 else prefix) + 1
         raise LocatedError(
             Span(file, line, column, line, column + 1),
             f"file is not valid UTF-8 (byte 0x{data[error.start]:02x})",
@@ -85,11 +88,11 @@ class _Loader:
 
     def _defaults(self, item: Defaults, current: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         # File-level defaults hold constants only; validate them with a throwaway elaborator scope.
-        from .elaborate import POISON, Scope
+        from .elaborate import NO_INPUT, Scope
 
         elaborator = Elaborator(self.program.blocks, self.program.sources, ElaborationOptions(), self.sink)
         try:
-            return elaborator.defaults(item, Scope("", (), {}, {}, {}, POISON), current)
+            return elaborator.defaults(item, Scope("", (), {}, {}, {}, NO_INPUT), current)
         except LocatedError as error:
             self.sink.add(Diagnostic(error.span, error.message))
             return current
@@ -113,6 +116,10 @@ class _Loader:
         self.program.blocks[item.name] = BlockInfo(item, defaults)
 
     def _import(self, item: Import, directory: Path, stack: tuple[Path, ...]) -> None:
+        if "\x00" in item.path:  # the OS refuses it with a ValueError, not an OSError
+            raise LocatedError(
+                item.span, f'cannot import "{item.path}": a file name cannot hold a NUL character'
+            )
         target = (directory / item.path).resolve()
         if not self.allow_outside and not target.is_relative_to(self.root):
             raise LocatedError(
@@ -126,6 +133,9 @@ class _Loader:
         if target in self._loaded:
             return
         try:
+            if target.exists() and not target.is_file():
+                # A directory, a FIFO (reading would block forever) or a device such as /dev/zero.
+                raise IsADirectoryError(0, "not a regular file")
             data = target.read_bytes()
         except OSError as error:
             reason = (
@@ -134,7 +144,7 @@ class _Loader:
             raise LocatedError(item.span, f'cannot import "{item.path}": {reason}') from None
         self._loaded.add(target)
         file = os.path.relpath(target) if not os.path.isabs(item.path) else str(target)
-        self.program.sources.add(file, data.decode("utf-8", "replace"))
+        self.program.sources.add(file, data.decode("utf-8", "replace").lstrip("\ufeff"))
         self.load_text(_decode(data, file), file, target.parent, (*stack, target), main=False)
 
 
@@ -296,7 +306,7 @@ def load(
         text = _decode(data, file)
     except LocatedError as error:
         sources = SourceMap()
-        sources.add(file, data.decode("utf-8", "replace"))
+        sources.add(file, data.decode("utf-8", "replace").lstrip("\ufeff"))
         raise SpecError([Diagnostic(error.span, error.message)], sources) from None
     return _build(
         text,
