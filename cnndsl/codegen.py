@@ -108,11 +108,28 @@ def _runtime_sources(names: Iterable[str]) -> list[str]:
     return [textwrap.dedent(inspect.getsource(getattr(runtime, name))).rstrip() for name in order]
 
 
+def _mangled(part: str) -> bool:
+    """Python rewrites ``__name`` inside a class body (name mangling), so such parts need getattr/setattr."""
+    return part.startswith("__") and not part.endswith("__")
+
+
 def _attribute(path: str) -> str:
     """``Stage_1.Basic_0.conv_1`` -> ``self.Stage_1.Basic_0.conv_1`` (every part already an identifier)."""
     if not all(part.isidentifier() for part in path.split(".")):
         raise ValueError(f"submodule name {path!r} is not a dotted identifier")
-    return f"self.{path}"
+    expression = "self"
+    for part in path.split("."):
+        expression = f'getattr({expression}, "{part}")' if _mangled(part) else f"{expression}.{part}"
+    return expression
+
+
+def _assignment(path: str, value: str) -> str:
+    """A statement that registers ``value`` as the submodule ``path``."""
+    parent, _, last = path.rpartition(".")
+    owner = _attribute(parent) if parent else "self"
+    if _mangled(last):
+        return f'setattr({owner}, "{last}", {value})'
+    return f"{owner}.{last} = {value}"
 
 
 def _constructor_lines(lowered: Plan) -> list[str]:
@@ -127,14 +144,13 @@ def _constructor_lines(lowered: Plan) -> list[str]:
             if container not in containers:
                 containers.add(container)
                 where = "/".join(step.node.path.split("/")[:depth])
-                lines.append(f"{_attribute(container)} = nn.Module()  # {comment(where)}")
+                lines.append(f"{_assignment(container, 'nn.Module()')}  # {comment(where)}")
         cls = step.lowering.cls
         if not cls.isidentifier():
             raise ValueError(f"torch.nn class name {cls!r} is not an identifier")
         label = ops.REGISTRY[step.node.op].label(step.node.args)
-        lines.append(
-            f"{_attribute(step.target)} = nn.{cls}({_kwargs(_explicit(cls, step.lowering.kwargs))})  # {comment(label)}"
-        )
+        module = f"nn.{cls}({_kwargs(_explicit(cls, step.lowering.kwargs))})"
+        lines.append(f"{_assignment(step.target, module)}  # {comment(label)}")
     return lines
 
 

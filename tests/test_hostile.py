@@ -470,11 +470,6 @@ def test_cli_compile_with_a_hostile_file_name(codegen: Any, tmp_path: Path) -> N
             delattr(builtins, "PWNED")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codegen bug: a block named __x becomes `self.__x_0`, which Python mangles inside the class body "
-    "to `_Net__x_0`, so the standalone file's state_dict keys differ from to_torch()'s",
-)
 def test_private_looking_block_names_keep_state_dict_keys(codegen: Any) -> None:
     network = cnndsl.loads("block __x() { bn }\nnetwork Net(image: [3, 8, 8]) { __x -> conv(2, 1) }", "p.cnn")
     _, model_class = _execute(codegen.generate(network))
