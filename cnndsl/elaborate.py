@@ -504,7 +504,7 @@ class Elaborator:
             args = ops.resolve_args(op, values)
         except OpError as error:
             raise self._locate(error, call, spans, values, scope) from None
-        if op.name == "identity":
+        if not op.makes_node:
             return x  # identity adds no node: the edge goes straight through
         if x.shape is None:
             raise _Poisoned()

@@ -182,6 +182,8 @@ class OpDef:
     label: Callable[[Args], str]
     flops_rule: str
     variadic: bool = False
+    makes_node: bool = True
+    """False for ops whose output is their input (identity): the elaborator wires the edge straight through."""
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)
@@ -698,6 +700,7 @@ register(
         torch=lambda shapes, out, args: TorchModule("Identity", {}),
         label=_name_label("identity"),
         flops_rule="0",
+        makes_node=False,
     )
 )
 
