@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 from ..diagnostics import SpecError
 from ..elaborate import DEFAULT_NODE_BUDGET
+from ..fileio import atomic_write
 from ..network import Network
 
 
@@ -123,18 +122,8 @@ def load_network(
 
 
 def write_output(path: str | os.PathLike[str], data: str | bytes) -> None:
-    """Write a file atomically (temp file in the same folder, then rename)."""
-    target = Path(path)
+    """Write a file atomically; an I/O problem becomes a one-line :class:`CliError`."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        mode = "wb" if isinstance(data, bytes) else "w"
-        with tempfile.NamedTemporaryFile(mode, dir=target.parent, delete=False, suffix=".tmp") as handle:
-            handle.write(data)
-            temp = handle.name
-        # NamedTemporaryFile makes 0600 files; give the output the mode a plain open() would (0666 & ~umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, target)
+        atomic_write(path, data)
     except OSError as error:
-        raise CliError(f"cannot write {target}: {error.strerror or error}") from None
+        raise CliError(f"cannot write {path}: {error.strerror or error}") from None
