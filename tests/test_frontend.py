@@ -256,3 +256,16 @@ def test_merges_take_no_defaults_and_networks_are_unique() -> None:
     )
     twice = "network N(x: [4]) {\n  relu\n}\nnetwork N(x: [4]) {\n  relu\n}\n"
     assert errors(twice) == ["4:9: network N is already defined at t.cnn:1:9"]
+
+
+def test_readme_example_is_a_valid_resnet18() -> None:
+    import re
+
+    from cnndsl import ops
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```\n(# specs/resnet18.*?)```", readme, re.S)
+    n = cnndsl.loads(example, "README.md")
+    params = sum(ops.REGISTRY[x.op].costs(list(x.input_shapes), x.shape, x.args).params for x in n.layers)
+    assert n.outputs[0].shape == (1000,)
+    assert params == 11_689_512  # torchvision's resnet18
