@@ -4,8 +4,10 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# torch first and pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
-TORCH  ?= torch==2.13.0
+# torch first and pinned, as a pair with the torchvision built against it: an unpinned torch requirement would
+# pull a multi-GB CUDA build from the network, and PyPI's torchvision does not import beside torch 2.13.0's CPU
+# file. This pair installs from the machine's local package store (a CUDA build that runs on the CPU).
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup graphviz demo test lint typecheck unit bench clean
@@ -15,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory graphviz
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[dev,onnx]"
 	touch $(STAMP)
 
