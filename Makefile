@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup graphviz demo test lint typecheck unit bench clean
+.PHONY: setup graphviz demo test lint typecheck unit bench clean playground chromium
 
 setup: $(STAMP)
 
@@ -37,11 +37,23 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-unit: setup
+unit: setup playground chromium
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 # The whole test suite: lint, format, types, then every test (CUDA tests skip without a GPU).
 test: lint typecheck unit
+
+# The browser playground (docs/playground.md): a static site in build/playground/, built from npm and PyPI packages
+# only (Pyodide, CodeMirror, viz-js, esbuild; wheels of cnndsl, lark and graphviz). The unit tests drive it.
+playground: setup
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	cd playground && npm ci --no-audit --no-fund --loglevel=error
+	PYTHON=$(abspath $(PY)) node playground/build.mjs
+
+# Debian's Chromium, which the playground's browser tests drive through Playwright (never `playwright install`).
+chromium:
+	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "warning: could not install chromium; the playground's browser tests will skip"
 
 bench: setup
 	$(PY) bench/bench_check.py
