@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .diagnostics import Frame
 from .network import Network, Node
 from .ops import REGISTRY, RFRule, Shape, numel
 
@@ -178,6 +179,12 @@ class Row:
     activation_bytes: int
     receptive_field: ReceptiveField
     layer_ids: tuple[int, ...]
+    frames: tuple[str, ...] = ()
+    """Paths of the block instances drawn around this row (expanded at this depth), outermost first; each is a
+    key of :attr:`Summary.blocks`."""
+    sources: tuple[str, ...] = ()
+    """What feeds the row from outside it, in argument order, once each: the path of another row, or the name of a
+    network input."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -195,7 +202,32 @@ class Row:
             "activation_elements": self.activation_elements,
             "activation_bytes": self.activation_bytes,
             "receptive_field": self.receptive_field.to_json(),
+            "frames": list(self.frames),
+            "sources": list(self.sources),
         }
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block instance with the sums of every layer inside it: the data of a collapsed row, and of the header
+    of an expanded instance in a tree view."""
+
+    path: str
+    block: str
+    """The block's name (``Bottleneck``)."""
+    call: str
+    """The call as written, arguments filled in (``Bottleneck(c=128, stride=2)``)."""
+    level: int
+    """1 for an instance called in the network body, 2 for one called inside that, and so on."""
+    output_shape: Shape
+    """The shape of the tensor leaving the instance (its last layer read from outside)."""
+    params: int
+    buffers: int
+    macs: int
+    flops: int
+    activation_elements: int
+    receptive_field: ReceptiveField
+    layer_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -229,9 +261,10 @@ class TensorInfo:
     shape: Shape
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Summary:
-    """Everything a summary report shows."""
+    """Everything a summary report shows. ``str(summary)`` is the text table, and Jupyter shows
+    ``_repr_html_``, the interactive HTML view (:mod:`cnndsl.report`)."""
 
     network: str
     inputs: tuple[TensorInfo, ...]
@@ -248,6 +281,32 @@ class Summary:
     feature_map: tuple[str, ReceptiveField] | None = None
     """The last layer (source order) with a spatial, non-global field, and that field: the number people quote
     as "the receptive field" of a classifier, whose outputs are all global."""
+    blocks: dict[str, Block] = field(default_factory=dict)
+    """Every block instance by path, in source order, whether or not ``depth`` collapses it."""
+    is_chain: bool = True
+    """Every layer reads only the layer before it: no branches, merges or second inputs."""
+    source: Network | None = field(default=None, compare=False)
+    """The analysed network, for views that also draw it (the HTML report's diagram)."""
+
+    def __str__(self) -> str:
+        from .report import to_text
+
+        return to_text(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Summary {self.network}: {self.totals.trainable_params:,} params, {self.totals.macs:,} MACs, "
+            f"{len(self.rows)} rows>"
+        )
+
+    def _repr_html_(self) -> str:
+        import uuid
+
+        from .report_html import diagram_view, to_html_fragment
+
+        view = diagram_view(self.source, self.depth) if self.source is not None else None
+        # A fresh element id: a notebook may show several reports, and each script finds its own.
+        return to_html_fragment(self, view, element_id=f"cnndsl-{uuid.uuid4().hex[:12]}")
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON schema (docs/summary.md)."""
@@ -362,8 +421,53 @@ def _analyse_node(
     )
 
 
+def block_instances(network: Network, layers: Sequence[LayerCost]) -> dict[str, Block]:
+    """Every block instance of ``network`` with the sums of its layers, by path in source order."""
+    members: dict[str, list[LayerCost]] = {}
+    frames: dict[str, Frame] = {}
+    for layer in layers:
+        for frame in network.nodes[layer.id].frames:
+            members.setdefault(frame.path, []).append(layer)
+            frames.setdefault(frame.path, frame)
+    consumers: dict[int, set[int]] = {}
+    for node in network.nodes:
+        for source in node.inputs:
+            consumers.setdefault(source, set()).add(node.id)
+    output_ids = {t.node for t in network.outputs}
+    blocks: dict[str, Block] = {}
+    for path, group in members.items():
+        inside = {m.id for m in group}
+        # The instance's output: its last layer that something outside reads (or a network output).
+        leaving = [
+            m for m in group if m.id in output_ids or any(c not in inside for c in consumers.get(m.id, ()))
+        ]
+        last = (leaving or group)[-1]
+        frame = frames[path]
+        level = 1 + next(i for i, f in enumerate(network.nodes[group[0].id].frames) if f.path == path)
+        blocks[path] = Block(
+            path=path,
+            block=frame.block,
+            call=frame.call,
+            level=level,
+            output_shape=last.output_shape,
+            params=sum(m.params for m in group),
+            buffers=sum(m.buffers for m in group),
+            macs=sum(m.macs for m in group),
+            flops=sum(m.flops for m in group),
+            activation_elements=sum(m.activation_elements for m in group),
+            receptive_field=last.receptive_field,
+            layer_ids=tuple(m.id for m in group),
+        )
+    return blocks
+
+
 def collapse(
-    network: Network, layers: Sequence[LayerCost], depth: int | None, batch: int = 1, dtype: str = "float32"
+    network: Network,
+    layers: Sequence[LayerCost],
+    depth: int | None,
+    batch: int = 1,
+    dtype: str = "float32",
+    blocks: dict[str, Block] | None = None,
 ) -> list[Row]:
     """Summary rows: one per layer, or with ``depth=K`` rows at most K path levels deep, as torchinfo's depth: a
     block instance at level K (level 1 = written in the network body) becomes one row holding the sums of everything
@@ -371,58 +475,67 @@ def collapse(
     if depth is not None and depth < 1:
         raise AnalysisError(f"depth must be 1 or more, got {depth}")
     size = DTYPE_BYTES[dtype]
-    nodes = network.nodes
-    groups: dict[str, list[LayerCost]] = {}
+    if blocks is None:
+        blocks = block_instances(network, layers)
+    # Which row each node's output belongs to: its own, or the instance collapsed at `depth`.
+    row_of: dict[int, str] = {t.node: t.name for t in network.inputs}
     order: list[tuple[str, LayerCost | None]] = []
     for layer in layers:
         if depth is not None and len(layer.frames) >= depth:
             key = layer.frames[depth - 1]
-            if key not in groups:
-                groups[key] = []
+            if not order or order[-1][0] != key:
                 order.append((key, None))
-            groups[key].append(layer)
+            row_of[layer.id] = key
         else:
             order.append((layer.path, layer))
-    consumers: dict[int, set[int]] = {}
-    for node in nodes:
-        for source in node.inputs:
-            consumers.setdefault(source, set()).add(node.id)
-    output_ids = {t.node for t in network.outputs}
+            row_of[layer.id] = layer.path
+    by_id = {layer.id: layer for layer in layers}
     rows: list[Row] = []
+    seen: set[str] = set()
     for key, single in order:
+        if key in seen:
+            continue  # an instance interleaved with other rows (not produced by the elaborator) stays one row
+        seen.add(key)
         if single is not None:
-            rows.append(_row(single, size, batch))
+            member_ids: tuple[int, ...] = (single.id,)
+            frames = single.frames
+        else:
+            member_ids = blocks[key].layer_ids
+            frames = by_id[member_ids[0]].frames[: depth - 1] if depth else ()
+        sources: list[str] = []
+        for member in member_ids:
+            for source in network.nodes[member].inputs:
+                name = row_of[source]
+                if name != key and name not in sources:
+                    sources.append(name)
+        if single is not None:
+            rows.append(_row(single, size, batch, tuple(sources)))
             continue
-        members = groups[key]
-        inside = {m.id for m in members}
-        leaving = [
-            m for m in members if m.id in output_ids or any(c not in inside for c in consumers.get(m.id, ()))
-        ]
-        last = (leaving or members)[-1]
-        frame = next(f for f in nodes[members[0].id].frames if f.path == key)
-        elements = sum(m.activation_elements for m in members)
+        block = blocks[key]
         rows.append(
             Row(
                 path=key,
-                op=frame.block,
-                label=frame.call,
+                op=block.block,
+                label=block.call,
                 kind="block",
                 depth=(depth or 1) - 1,
-                output_shape=last.output_shape,
-                params=sum(m.params for m in members),
-                buffers=sum(m.buffers for m in members),
-                macs=sum(m.macs for m in members),
-                flops=sum(m.flops for m in members),
-                activation_elements=elements,
-                activation_bytes=elements * size * batch,
-                receptive_field=last.receptive_field,
-                layer_ids=tuple(m.id for m in members),
+                output_shape=block.output_shape,
+                params=block.params,
+                buffers=block.buffers,
+                macs=block.macs,
+                flops=block.flops,
+                activation_elements=block.activation_elements,
+                activation_bytes=block.activation_elements * size * batch,
+                receptive_field=block.receptive_field,
+                layer_ids=block.layer_ids,
+                frames=frames,
+                sources=tuple(sources),
             )
         )
     return rows
 
 
-def _row(layer: LayerCost, size: int, batch: int) -> Row:
+def _row(layer: LayerCost, size: int, batch: int, sources: tuple[str, ...] = ()) -> Row:
     return Row(
         path=layer.path,
         op=layer.op,
@@ -438,7 +551,19 @@ def _row(layer: LayerCost, size: int, batch: int) -> Row:
         activation_bytes=layer.activation_elements * size * batch,
         receptive_field=layer.receptive_field,
         layer_ids=(layer.id,),
+        frames=layer.frames,
+        sources=sources,
     )
+
+
+def is_chain(network: Network) -> bool:
+    """Whether every layer reads exactly the node before it (no branch, merge or second input)."""
+    previous = None
+    for node in network.nodes:
+        if node.op != "input" and node.inputs != ((previous,) if previous is not None else ()):
+            return False
+        previous = node.id
+    return len(network.inputs) <= 1
 
 
 def inference_peak_elements(network: Network) -> int:
@@ -471,7 +596,8 @@ def summarize(network: Network, batch: int = 1, dtype: str = "float32", depth: i
         raise AnalysisError(f"batch must be at least 1, got {batch}")
     size = DTYPE_BYTES[dtype]
     layers = analyse_layers(network)
-    rows = collapse(network, layers, depth, batch, dtype)
+    blocks = block_instances(network, layers)
+    rows = collapse(network, layers, depth, batch, dtype, blocks)
     params = sum(layer.params for layer in layers)
     buffers = sum(layer.buffers for layer in layers)
     elements = sum(layer.activation_elements for layer in layers)
@@ -518,6 +644,9 @@ def summarize(network: Network, batch: int = 1, dtype: str = "float32", depth: i
         totals=totals,
         output_fields=output_fields,
         feature_map=feature_map,
+        blocks=blocks,
+        is_chain=is_chain(network),
+        source=network,
     )
 
 

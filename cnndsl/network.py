@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import networkx as nx
     import torch
 
+    from .analysis import Summary
+
 
 def torch_name(path: str) -> str:
     """The torch submodule name for a node path: ``Stage.1/Basic.0/conv.1`` -> ``Stage_1.Basic_0.conv_1``.
@@ -113,6 +115,27 @@ class Network:
         from .backend import to_torch
 
         return to_torch(self, logits=logits)
+
+    def __repr__(self) -> str:
+        """One line, e.g. ``<Network ResNet18: image [3, 224, 224] -> output [1000], 11,689,512 params,
+        68 layers>`` (the dataclass repr of every node ran to 40 KB)."""
+        from .analysis import AnalysisError, analyse_layers
+        from .ops import fmt_shape
+
+        inputs = ", ".join(f"{t.name} {fmt_shape(t.shape)}" for t in self.inputs)
+        outputs = ", ".join(f"{t.name} {fmt_shape(t.shape)}" for t in self.outputs)
+        try:
+            params = f"{sum(layer.params for layer in analyse_layers(self)):,} params, "
+        except AnalysisError:
+            params = ""
+        return f"<Network {self.name}: {inputs} -> {outputs}, {params}{len(self.layers)} layers>"
+
+    def summary(self, depth: int | None = None, batch: int = 1, dtype: str = "float32") -> Summary:
+        """What ``cnndsl summary`` reports: ``print(net.summary())`` shows the text table, Jupyter the interactive
+        HTML view, and the fields hold every figure (:class:`cnndsl.analysis.Summary`)."""
+        from .analysis import summarize
+
+        return summarize(self, batch=batch, dtype=dtype, depth=depth)
 
     def _repr_svg_(self) -> str | None:
         """Jupyter shows a network as its diagram; ``None`` (the plain repr) where Graphviz's ``dot`` is missing."""

@@ -1,5 +1,6 @@
-"""Formatters for a :class:`~cnndsl.analysis.Summary`: plain text (fits 120 columns), Markdown, JSON and one
-self-contained HTML page (table, totals and an inline SVG per-layer cost chart; no external assets).
+"""Formatters for a :class:`~cnndsl.analysis.Summary`: a torchinfo-style text tree (fits 120 columns), Markdown,
+JSON, and one self-contained interactive HTML page (:mod:`cnndsl.report_html`: diagram, collapsible tree, sortable
+columns, cost charts; no external assets).
 
 Every formatter returns a string; only the CLI writes files or prints. Each total is printed beside its counting
 convention (:func:`cnndsl.analysis.conventions`).
@@ -7,19 +8,21 @@ convention (:func:`cnndsl.analysis.conventions`).
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from .analysis import Row, Summary, conventions, format_bytes, format_count, format_field
+from .analysis import Block, Row, Summary, conventions, format_bytes, format_count, format_field
 from .ops import fmt_shape
 
 WIDTH = 120
 """The text table never exceeds this many columns."""
 
 FORMATS = ("text", "md", "json", "html")
+"""``html`` is the interactive page of :mod:`cnndsl.report_html`."""
 
 _MIN_PATH = 16
 _MAX_LABEL = 24
@@ -97,39 +100,262 @@ def _clip(text: str, width: int) -> str:
     return text[:head] + "…" + text[len(text) - (keep - head) :]
 
 
+# -------------------------------------------------------------------------------------------- tree ---
+
+
+@dataclass(frozen=True)
+class TreeLine:
+    """One line of the tree view: the header of an expanded block instance, or a summary row (a layer, or a block
+    instance collapsed at the summary's depth), indented by how many expanded instances enclose it."""
+
+    path: str
+    name: str
+    """The path relative to the enclosing instance (``conv.1``); never shortened."""
+    level: int
+    """How many expanded block instances enclose the line."""
+    row: Row | None
+    """The summary row; ``None`` for the header of an expanded instance."""
+    block: Block | None
+    """The instance this header opens (or that this collapsed row stands for)."""
+    parent: str | None
+    """The path of the enclosing expanded instance, ``None`` at the top level."""
+    last: bool
+    """No later sibling under the same parent (the ``└─`` glyph)."""
+    guides: tuple[bool, ...]
+    """Per enclosing level 1..level-1: whether a vertical guide continues there (that ancestor has later siblings)."""
+    has_children: bool
+
+
+def tree(summary: Summary) -> list[TreeLine]:
+    """The summary's rows in source order with a header line before the first row of every expanded instance."""
+    lines: list[dict[str, Any]] = []
+    open_frames: list[str] = []
+    for row in summary.rows:
+        frames = list(row.frames)
+        common = 0
+        while common < min(len(frames), len(open_frames)) and frames[common] == open_frames[common]:
+            common += 1
+        open_frames = open_frames[:common]
+        for path in frames[common:]:
+            parent = open_frames[-1] if open_frames else None
+            lines.append({"path": path, "level": len(open_frames), "row": None, "parent": parent})
+            open_frames.append(path)
+        parent = open_frames[-1] if open_frames else None
+        lines.append({"path": row.path, "level": len(open_frames), "row": row, "parent": parent})
+    # Scan backwards: a line is its parent's last child when no sibling follows before the parent's scope ends.
+    later_at: dict[int, bool] = {}
+    for item in reversed(lines):
+        level = item["level"]
+        item["last"] = not later_at.get(level, False)
+        later_at[level] = True
+        for deeper in [k for k in later_at if k > level]:
+            del later_at[deeper]
+    result: list[TreeLine] = []
+    stack: list[bool] = []  # stack[l - 1]: the open ancestor at level l has later siblings
+    for index, item in enumerate(lines):
+        level = item["level"]
+        del stack[max(level - 1, 0) :]
+        if level >= 1:
+            stack.append(not item["last"])
+        parent = item["parent"]
+        name = (
+            item["path"][len(parent) + 1 :]
+            if parent and item["path"].startswith(parent + "/")
+            else item["path"]
+        )
+        following = lines[index + 1] if index + 1 < len(lines) else None
+        result.append(
+            TreeLine(
+                path=item["path"],
+                name=name,
+                level=level,
+                row=item["row"],
+                block=summary.blocks.get(item["path"]),
+                parent=parent,
+                last=item["last"],
+                guides=tuple(stack[:-1]) if level >= 1 else (),
+                has_children=following is not None and following["level"] > level,
+            )
+        )
+    return result
+
+
+def _tree_prefix(line: TreeLine, continuation: bool = False) -> str:
+    """``│  ├─ `` glyphs before a name; on a wrapped line's continuation, only the guides that run through it."""
+    guides = "".join("│  " if more else "   " for more in line.guides)
+    if continuation:
+        own = ("│  " if not line.last else "   ") if line.level >= 1 else ""
+        return guides + own + ("│" if line.has_children else "")
+    if line.level == 0:
+        return ""
+    return guides + ("└─ " if line.last else "├─ ")
+
+
+def _relative(source: str, path: str) -> str:
+    """A row's source named relative to the innermost instance holding both (``Basic.0/relu.1`` seen from
+    ``Stage.0/Basic.1/add.0``): short, and unambiguous beside the tree."""
+    common = 0
+    for a, b in zip(source.split("/")[:-1], path.split("/")[:-1], strict=False):
+        if a != b:
+            break
+        common += 1
+    return "/".join(source.split("/")[common:])
+
+
+def connections(summary: Summary, lines: Sequence[TreeLine]) -> dict[str, str]:
+    """ "Connected to" text per row path: the rows (or inputs) feeding it, left out when that is just the row
+    above (or, for the first row, the only input). Empty when the rows form a chain: a network without branches,
+    or one whose branches all sit inside rows collapsed by the depth."""
+    if summary.is_chain:
+        return {}
+    out: dict[str, str] = {}
+    previous: str | None = summary.inputs[0].name if len(summary.inputs) == 1 else None
+    for line in lines:
+        if line.row is None:
+            continue
+        sources = list(line.row.sources)
+        if sources != ([previous] if previous is not None else []):
+            out[line.path] = ", ".join(_relative(source, line.path) for source in sources)
+        previous = line.path
+    return out
+
+
 # -------------------------------------------------------------------------------------------- text ---
 
 
-_TEXT_HEADINGS = ["Layer", "Op", "Output", "Params", "MACs", "FLOPs", "RF", "Jump"]
-_RIGHT = {3, 4, 5, 6, 7}
+_TEXT_HEADINGS = ["Layer", "Op", "Output", "Params", "MACs", "RF", "Jump", "Connected to"]
+_RIGHT = {3, 4, 5, 6}
+_FLEXIBLE = (1, 7)
+_PATHS = 7
+"""Columns that wrap onto more lines (at ", ") when the table would be wider than :data:`WIDTH`."""
+_NOT_COUNTED = "--"
+"""What an expanded instance's header shows for sums its lines below already show (torchinfo's habit)."""
+
+
+def _pieces(text: str, paths: bool = False, words: bool = False) -> list[str]:
+    """Where a cell may wrap: after each ", ", in a list of paths also after each "/", and with ``words`` at any
+    space or after "("; so no name and no argument is ever split."""
+    parts = text.split(", ")
+    pieces = [part + ("," if index < len(parts) - 1 else "") for index, part in enumerate(parts)]
+    if paths:
+        pieces = [p for piece in pieces for p in re.split(r"(?<=/)", piece) if p]
+    if words:
+        # Last resort: at spaces, and after a call's "(" (``BottleneckStage(`` / ``c=128,``).
+        pieces = [word for piece in pieces for word in re.split(r" |(?<=\()", piece) if word]
+    return pieces
+
+
+def _wrap_cell(text: str, width: int, paths: bool = False) -> list[str]:
+    """Greedy wrap at ", "; a piece wider than ``width`` alone is broken further (after "/" in a path, then at
+    spaces or after "("), so a name is only ever broken when it cannot fit on a line of its own."""
+    pieces: list[str] = []
+    for piece in _pieces(text):
+        if len(piece) <= width:
+            pieces.append(piece)
+            continue
+        for part in _pieces(piece, paths=paths):
+            pieces.extend([part] if len(part) <= width else _pieces(part, words=True))
+    lines: list[str] = []
+    current = ""
+    for piece in pieces:
+        glue = "" if current.endswith("/") else " "
+        candidate = f"{current}{glue}{piece}" if current else piece
+        if len(candidate) > width and current:
+            lines.append(current)
+            current = piece
+        else:
+            current = candidate
+    return [*lines, current]
+
+
+def _text_cells(summary: Summary, line: TreeLine, connected: dict[str, str]) -> list[str]:
+    name = _tree_prefix(line) + line.name
+    if line.row is not None:
+        row = line.row
+        rf = row.receptive_field
+        return [
+            name,
+            row.label,
+            fmt_shape(row.output_shape),
+            format_count(row.params),
+            format_count(row.macs),
+            format_field(rf),
+            "" if rf.is_global else format_field(rf, "jump"),
+            connected.get(line.path, ""),
+        ]
+    block = line.block
+    assert block is not None
+    rf = block.receptive_field
+    return [
+        name,
+        block.call,
+        fmt_shape(block.output_shape),
+        _NOT_COUNTED,
+        _NOT_COUNTED,
+        format_field(rf),
+        "" if rf.is_global else format_field(rf, "jump"),
+        "",
+    ]
+
+
+def _layout(cells: Sequence[Sequence[str]], headings: Sequence[str]) -> list[int]:
+    """Column widths: fixed columns as wide as their widest cell; the flexible ones share what is left of
+    :data:`WIDTH`, never narrower than their longest unbreakable piece (the table grows past WIDTH instead)."""
+    natural = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headings)]
+    least = list(natural)
+    for i in _FLEXIBLE:
+        if i < len(headings):
+            least[i] = max(
+                [len(headings[i])] + [len(p) for c in cells for p in _pieces(c[i], i == _PATHS, True)]
+            )
+    flexible = [i for i in _FLEXIBLE if i < len(headings)]
+    room = WIDTH - 2 * (len(headings) - 1) - sum(w for i, w in enumerate(natural) if i not in flexible)
+    widths = list(natural)
+    if sum(natural[i] for i in flexible) <= room:
+        return widths
+    for i in flexible:
+        widths[i] = least[i]
+    spare = room - sum(least[i] for i in flexible)
+    # Room for a layer's label first (24 columns hold `conv 3x3 /2 → 128`), then the connections (a list of
+    # names reads badly wrapped), then the rest for the long calls of block headers.
+    for i, cap in [(1, 24), *[(i, natural[i]) for i in flexible[1:]], (1, natural[1])]:
+        if spare <= 0:
+            break
+        grow = max(0, min(spare, min(cap, natural[i]) - widths[i]))
+        widths[i] += grow
+        spare -= grow
+    return widths
 
 
 def to_text(summary: Summary) -> str:
-    """A table that fits :data:`WIDTH` columns, then the totals with their conventions."""
-    cells = [_columns(row) for row in summary.rows]
-    widths = [max([len(h)] + [len(cell[i]) for cell in cells]) for i, h in enumerate(_TEXT_HEADINGS[1:])]
-    # Path and label share what the figures leave; the label keeps at least _MAX_LABEL, the path _MIN_PATH.
-    room = WIDTH - sum(widths[1:]) - 2 * len(widths)
-    longest_path = max([len(_TEXT_HEADINGS[0])] + [len(row.path) for row in summary.rows])
-    label_width = min(widths[0], max(_MAX_LABEL, room - longest_path))
-    path_width = max(_MIN_PATH, min(longest_path, room - label_width))
-    label_width = max(8, min(label_width, room - path_width))
-    widths[0] = label_width
-    for values in cells:
-        values[0] = _clip(values[0], label_width)
-    all_widths = [path_width, *widths]
+    """A torchinfo-style tree: one line per row, a header line for every expanded block instance, names indented
+    by nesting and never shortened; long labels wrap at ", ". A "Connected to" column appears when the network is
+    not a chain. Then the totals with their conventions."""
+    lines = tree(summary)
+    connected = connections(summary, lines)
+    headings = _TEXT_HEADINGS if connected else _TEXT_HEADINGS[:-1]
+    cells = [_text_cells(summary, line, connected)[: len(headings)] for line in lines]
+    widths = _layout(cells, headings)
 
-    def line(cells_of_row: Sequence[str]) -> str:
+    def line_text(values: Sequence[str]) -> str:
         parts = [
             value.rjust(width) if index in _RIGHT else value.ljust(width)
-            for index, (value, width) in enumerate(zip(cells_of_row, all_widths, strict=True))
+            for index, (value, width) in enumerate(zip(values, widths, strict=True))
         ]
         return "  ".join(parts).rstrip()
 
-    rule = "-" * min(WIDTH, sum(all_widths) + 2 * (len(all_widths) - 1))
-    out = [_wrap(_header(summary)), rule, line(_TEXT_HEADINGS), rule]
-    for row, values in zip(summary.rows, cells, strict=True):
-        out.append(line([_clip(row.path, path_width), *values]))
+    rule = "-" * min(WIDTH, sum(widths) + 2 * (len(widths) - 1))
+    out = [_wrap(_header(summary)), rule, line_text(headings), rule]
+    for line, values in zip(lines, cells, strict=True):
+        wrapped = {i: _wrap_cell(values[i], widths[i], i == _PATHS) for i in _FLEXIBLE if i < len(values)}
+        height = max(len(parts) for parts in wrapped.values())
+        for k in range(height):
+            current = list(values) if k == 0 else [""] * len(values)
+            if k:
+                current[0] = _tree_prefix(line, continuation=True)
+            for i, parts in wrapped.items():
+                current[i] = parts[k] if k < len(parts) else ""
+            out.append(line_text(current))
     out.append(rule)
     totals = _totals(summary)
     name_width = max(len(name) for name, _, _ in totals)
@@ -137,10 +363,15 @@ def to_text(summary: Summary) -> str:
     for name, value, note in totals:
         lead = f"{name.ljust(name_width)}  {value.rjust(value_width)}  "
         # A long convention note wraps under itself rather than losing its middle.
-        lines = textwrap.wrap(note, WIDTH - len(lead)) or [""]
-        out.append(lead + lines[0])
-        out.extend(" " * len(lead) + rest for rest in lines[1:])
-    out.append("RF = receptive field size in input pixels, Jump = its effective stride (docs/summary.md).")
+        notes = textwrap.wrap(note, WIDTH - len(lead)) or [""]
+        out.append(lead + notes[0])
+        out.extend(" " * len(lead) + rest for rest in notes[1:])
+    legend = "RF = receptive field size in input pixels, Jump = its effective stride (docs/summary.md)."
+    if any(line.row is None for line in lines):
+        legend += f" {_NOT_COUNTED}: counted in the lines below."
+    if connected:
+        legend += " Connected to: what feeds a row, where that is not the row above."
+    out.extend(textwrap.wrap(legend, WIDTH))
     return "\n".join(out) + "\n"
 
 
@@ -207,91 +438,12 @@ def to_json(summary: Summary) -> str:
 
 # -------------------------------------------------------------------------------------------- html ---
 
-_STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: left; white-space: nowrap; }
-td.n, th.n { text-align: right; }
-tr.block td { background: #f4f6fb; }
-code { font-size: 0.95em; }
-svg text { font: 11px system-ui, sans-serif; fill: #444; }
-.note { color: #666; }
-"""
 
+def to_html(summary: Summary, diagram: bool = True) -> str:
+    """The interactive page of :mod:`cnndsl.report_html`; with ``diagram`` (and the network the summary was made
+    from) it embeds the network's diagram, rendered now by Graphviz's ``dot`` if that is installed."""
+    from .report_html import diagram_view
+    from .report_html import to_html as page
 
-def _bar_chart(rows: Sequence[Row], value: Callable[[Row], int], title: str, color: str) -> str:
-    """A vertical bar chart, one bar per row, as inline SVG; each bar's tooltip names the row and its value."""
-    width, height, left, bottom = 960, 180, 60, 20
-    count = max(1, len(rows))
-    step = (width - left) / count
-    peak = max((value(row) for row in rows), default=0) or 1
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + bottom + 20}" '
-        f'role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{left}" y="12">{html.escape(title)} (max {format_count(peak)})</text>',
-        f'<line x1="{left}" y1="{height + 20}" x2="{width}" y2="{height + 20}" stroke="#999"/>',
-    ]
-    for index, row in enumerate(rows):
-        amount = value(row)
-        bar = height * amount / peak
-        x = left + index * step
-        tip = html.escape(f"{row.path} ({row.label}): {format_count(amount)}")
-        parts.append(
-            f'<rect x="{x:.2f}" y="{height + 20 - bar:.2f}" width="{max(step * 0.8, 0.5):.2f}" '
-            f'height="{bar:.2f}" fill="{color}"><title>{tip}</title></rect>'
-        )
-    parts.append(f'<text x="{left}" y="{height + bottom + 16}">layers in source order →</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def to_html(summary: Summary) -> str:
-    """One self-contained page: totals with conventions, per-layer MACs and params charts, the layer table."""
-    esc = html.escape
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(summary.network)} — cnndsl summary</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>{esc(summary.network)}</h1>",
-        f'<p class="note">{esc(_header(summary))}</p>',
-        "<h2>Totals</h2>",
-        '<table><tr><th>Total</th><th class="n">Value</th><th>Convention</th></tr>',
-    ]
-    for name, value, note in _totals(summary):
-        out.append(f'<tr><td>{esc(name)}</td><td class="n">{esc(value)}</td><td>{esc(note)}</td></tr>')
-    out.append("</table>")
-    out.append("<h2>Cost per layer</h2>")
-    out.append(_bar_chart(summary.rows, lambda row: row.macs, "MACs per row", "#4c72b0"))
-    out.append(_bar_chart(summary.rows, lambda row: row.params, "Params per row", "#dd8452"))
-    out.append("<h2>Layers</h2>")
-    headings = ["Layer", "Op", "Output", "Params", "Buffers", "MACs", "FLOPs", "Activations", "RF", "Jump"]
-    numeric = {"Params", "Buffers", "MACs", "FLOPs", "Activations", "RF", "Jump"}
-    out.append(
-        "<table><tr>"
-        + "".join(f'<th class="n">{h}</th>' if h in numeric else f"<th>{h}</th>" for h in headings)
-        + "</tr>"
-    )
-    for row in summary.rows:
-        rf = row.receptive_field
-        cells = [
-            f"<td><code>{esc(row.path)}</code></td>",
-            f"<td>{esc(row.label)}</td>",
-            f"<td>{esc(fmt_shape(row.output_shape))}</td>",
-            *(
-                f'<td class="n">{format_count(v)}</td>'
-                for v in (row.params, row.buffers, row.macs, row.flops, row.activation_elements)
-            ),
-            f'<td class="n">{esc(format_field(rf))}</td>',
-            f'<td class="n">{"" if rf.is_global else esc(format_field(rf, "jump"))}</td>',
-        ]
-        css = ' class="block"' if row.kind == "block" else ""
-        out.append(f"<tr{css}>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    out.append(
-        '<p class="note">Activations: output elements per sample. RF: receptive field size in input pixels; '
-        "Jump: its effective stride. Generated by cnndsl summary.</p>"
-    )
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    view = diagram_view(summary.source, summary.depth) if diagram and summary.source is not None else None
+    return page(summary, view)

@@ -168,6 +168,62 @@ def test_png_and_pdf_are_written(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert out.read_bytes().startswith(magic)
 
 
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@needs_dot
+def test_png_resolution(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PNGs default to 144 dpi, twice Graphviz's 72: the same drawing at twice the pixels each way."""
+    lenet = str(spec("lenet5"))
+    sizes = {}
+    for dpi in (None, "72", "216"):
+        out = tmp_path / f"lenet_{dpi}.png"
+        code, _, err = draw(capsys, lenet, "-o", str(out), *(["--dpi", dpi] if dpi else []))
+        assert code == 0, err
+        sizes[dpi] = _png_size(out)
+    (w72, h72), (w, h), (w216, h216) = sizes["72"], sizes[None], sizes["216"]
+    assert abs(w - 2 * w72) <= 2 and abs(h - 2 * h72) <= 2
+    assert abs(w216 - 3 * w72) <= 3 and abs(h216 - 3 * h72) <= 3
+    code, _, err = draw(capsys, lenet, "-o", str(tmp_path / "x.svg"), "--dpi", "144")
+    assert code == 2 and "--dpi" in err and "png" in err
+    for dpi in ("0", "-3", "x", "100000"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["draw", lenet, "-o", str(tmp_path / "y.png"), "--dpi", dpi])
+        assert exit_info.value.code == 2
+        assert "--dpi" in capsys.readouterr().err
+    assert not (tmp_path / "y.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "means"),
+    [
+        ("svg", "x.png", "png"),
+        ("png", "x.svg", "svg"),
+        ("dot", "x.mmd", "mermaid"),
+        ("mermaid", "x.pdf", "pdf"),
+    ],
+)
+def test_format_and_suffix_must_agree(
+    fmt: str, name: str, means: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / name
+    code, _, err = draw(capsys, str(spec("lenet5")), "--format", fmt, "-o", str(out))
+    assert code == 2 and f"--format {fmt} does not match" in err and means in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_format_given_for_an_unknown_suffix_is_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lenet.txt"
+    code, _, err = draw(capsys, str(spec("lenet5")), "--format", "dot", "-o", str(out))
+    assert code == 0, err
+    assert out.read_text().startswith("digraph LeNet5")
+
+
 # ---------------------------------------------------------------------------------- labels vs torch ---
 
 
@@ -383,9 +439,10 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 2 and "cannot tell the format" in err and "--format" in err
     code, _, err = draw(capsys, lenet, "--format", "svg")
     assert code == 2 and "-o" in err
-    with pytest.raises(SystemExit):
-        main(["draw", lenet, "--depth", "0"])
-    assert "1 or more" in capsys.readouterr().err
+    for depth in ("0", "deep"):
+        with pytest.raises(SystemExit):
+            main(["draw", lenet, "--depth", depth])
+        assert "expected a number of levels (1 or more) or 'all'" in capsys.readouterr().err
     bad = tmp_path / "bad.cnn"
     bad.write_text("network N(x: [3, 8, 8]) { conv(4, 9) }\n")
     code, _, err = draw(capsys, str(bad), "-o", str(tmp_path / "bad.dot"))

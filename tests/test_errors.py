@@ -58,12 +58,42 @@ def test_json_diagnostics(capsys: pytest.CaptureFixture[str], monkeypatch: pytes
     monkeypatch.chdir(ROOT)
     code = main(["check", "tests/errors/error_in_nested_block.cnn", "--format", "json"])
     assert code == 1
-    [diagnostic] = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["file"] == "tests/errors/error_in_nested_block.cnn"
+    [diagnostic] = report["diagnostics"]
     assert diagnostic["line"] == 3
     assert diagnostic["column"] == 34
     assert diagnostic["message"] == "groups=3 does not divide the 16 input channels"
     assert [frame["call"] for frame in diagnostic["chain"]] == ["Unit(c=16, stride=2)", "Stage(c=16, n=2)"]
     assert diagnostic["source_line"].strip().startswith("conv(c, 3, padding=1, groups=3)")
+
+
+def test_check_json_is_one_object_shape(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Valid spec, spec with errors, library of blocks: always an object with ok, file and diagnostics."""
+    monkeypatch.chdir(ROOT)
+    library = tmp_path / "blocks.cnn"
+    library.write_text("block B(c) { conv(c, 3) -> relu }\n")
+    broken_library = tmp_path / "broken.cnn"
+    broken_library.write_text('import "nowhere.cnn"\nblock B(c) { conv(c, 3) }\n')
+    cases = [
+        ("specs/lenet5.cnn", 0, True),
+        ("tests/errors/multiple_errors.cnn", 1, False),
+        (str(library), 0, True),
+        (str(broken_library), 1, False),
+    ]
+    for path, code, ok in cases:
+        assert main(["check", path, "--format", "json"]) == code
+        report = json.loads(capsys.readouterr().out)
+        assert isinstance(report, dict) and report["ok"] is ok and report["file"] == path
+        assert isinstance(report["diagnostics"], list) and (report["diagnostics"] == []) is ok
+    assert main(["check", "specs/lenet5.cnn", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["network"] == "LeNet5" and report["inputs"] == {"image": [1, 32, 32]}
+    assert report["outputs"] == {"output": [10]} and report["library"] is False
+    assert main(["check", str(library), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blocks"] == ["B"]
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

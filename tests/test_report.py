@@ -23,7 +23,7 @@ from conftest import ROOT, SPECS, spec_files
 import cnndsl
 from cnndsl.analysis import summarize
 from cnndsl.cli import main
-from cnndsl.report import WIDTH, render, to_html, to_json, to_markdown, to_text
+from cnndsl.report import WIDTH, connections, render, to_html, to_json, to_markdown, to_text, tree
 
 GOLDEN_SPECS = ["lenet5", "resnet18", "googlenet"]
 SPEC_NAMES = [path.stem for path in spec_files()]
@@ -32,6 +32,10 @@ SPEC_NAMES = [path.stem for path in spec_files()]
 @pytest.mark.parametrize("name", GOLDEN_SPECS)
 def test_text_golden(name: str, golden: Callable[[str, str], None]) -> None:
     golden(f"summary/{name}.txt", to_text(summarize(cnndsl.load(SPECS / f"{name}.cnn"))))
+
+
+def test_resnet50_depth2_text_golden(golden: Callable[[str, str], None]) -> None:
+    golden("summary/resnet50_depth2.txt", to_text(summarize(cnndsl.load(SPECS / "resnet50.cnn"), depth=2)))
 
 
 @pytest.mark.parametrize("name", GOLDEN_SPECS)
@@ -44,19 +48,108 @@ def test_collapsed_text_golden(golden: Callable[[str, str], None]) -> None:
     golden("summary/resnet18_depth2_batch32_bf16.txt", to_text(summary))
 
 
+def _table_lines(text: str) -> tuple[list[str], int]:
+    """The table's lines, and the column where the Op column starts."""
+    lines = text.splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("Layer"))
+    end = next(i for i in range(heading + 2, len(lines)) if set(lines[i]) == {"-"})
+    return lines[heading + 2 : end], lines[heading].index("Op")
+
+
 @pytest.mark.parametrize("name", SPEC_NAMES)
-def test_text_fits_120_columns(name: str) -> None:
+def test_text_fits_120_columns_and_never_cuts_a_name(name: str) -> None:
     net = cnndsl.load(SPECS / f"{name}.cnn")
     for depth in (None, 1, 2):
         summary = summarize(net, depth=depth)
         text = to_text(summary)
         assert max(len(line) for line in text.splitlines()) <= WIDTH
-        # One table line per row, in row order, each starting with the row's path (or its clipped form).
-        lines = text.splitlines()
-        table = lines[next(i for i, line in enumerate(lines) if line.startswith("Layer")) + 2 :]
-        for row, line in zip(summary.rows, table, strict=False):
-            head = line.split("  ")[0]
-            assert head == row.path or "…" in head
+        assert "…" not in text
+        lines = tree(summary)
+        table, op_column = _table_lines(text)
+        # Each tree line starts with glyphs and the whole name relative to its block instance; a wrapped
+        # label's continuation lines carry only guides there.
+        names = [line[:op_column].rstrip().lstrip("│ ├└─") for line in table]
+        names = [cell for cell in names if cell]
+        assert names == [line.name for line in lines]
+        assert all(line.path.endswith(line.name) for line in lines)
+        # Every label appears whole once its wrapped pieces are joined.
+        labels = [
+            line.row.label if line.row is not None else (line.block.call if line.block else "")
+            for line in lines
+        ]
+        joined = "".join(line[op_column:].split("  ")[0] for line in table).replace(" ", "")
+        for label in labels:
+            assert label.replace(" ", "") in joined
+        # Every block instance the rows sit in has a header line, before its first row.
+        seen: set[str] = set()
+        for line in lines:
+            if line.row is None:
+                seen.add(line.path)
+            else:
+                assert set(line.row.frames) <= seen
+
+
+def test_tree_view_of_resnet18() -> None:
+    text = to_text(summarize(cnndsl.load(SPECS / "resnet18.cnn"), depth=3))
+    table, op_column = _table_lines(text)
+    assert table[4].startswith("BasicStage.0 ") and table[4][op_column:].startswith("BasicStage(c=64,")
+    # An expanded instance's header leaves its sums to the lines below it, as torchinfo does.
+    assert re.search(r"\[64, 56, 56\]\s+--\s+--\s+43\s+4$", table[4])
+    basic = next(i for i, line in enumerate(table) if line.startswith("├─ Basic.0 "))
+    assert all(line.startswith("│ ") for line in table[5:basic])  # the label's wrapped end, under a guide
+    assert "stride=1)" in table[basic - 1]
+    assert table[basic + 1].startswith("│  ") and "conv.0" in table[basic + 1] or "│  │" in table[basic + 1]
+    assert any(line.startswith("└─ Basic.1 ") for line in table)
+    assert "--: counted in the lines below." in " ".join(text.split())
+
+
+def test_connected_to_names_what_feeds_each_row_as_torch_fx_does() -> None:
+    """The "Connected to" column against the fx graph cnndsl lowers to: each call's arguments."""
+    pytest.importorskip("torch")
+    for name in ("fpn_two_outputs", "resnet18", "inception_module"):
+        net = cnndsl.load(SPECS / f"{name}.cnn")
+        summary = summarize(net)
+        module = net.to_torch()
+        path_of = {t.node: t.name for t in net.inputs} | {n.id: n.path for n in net.layers}
+        expected: dict[str, list[str]] = {}
+        for fx_node in module.graph.nodes:  # type: ignore[union-attr]
+            if fx_node.op in ("call_module", "call_function"):
+                sources = [path_of[arg.meta["cnndsl_node"]] for arg in fx_node.args if hasattr(arg, "meta")]
+                expected[path_of[fx_node.meta["cnndsl_node"]]] = list(dict.fromkeys(sources))
+        assert {row.path: list(row.sources) for row in summary.rows} == expected
+        shown = connections(summary, tree(summary))
+        assert shown, f"{name} branches, so the text shows a Connected to column"
+        previous = net.inputs[0].name
+        for row in summary.rows:
+            if expected[row.path] != [previous]:
+                cell = shown[row.path]
+                # Written relative to the innermost instance holding both ends; each one a suffix of its path.
+                for source, written in zip(expected[row.path], cell.split(", "), strict=True):
+                    assert source.endswith(written)
+            else:
+                assert row.path not in shown  # the row above needs no mention
+            previous = row.path
+    assert "Connected to" in to_text(summarize(cnndsl.load(SPECS / "fpn_two_outputs.cnn")))
+
+
+def test_no_connected_to_column_for_a_chain() -> None:
+    assert "Connected to" not in to_text(summarize(cnndsl.load(SPECS / "lenet5.cnn")))
+    # ResNet-18 at depth 2 is a chain of rows: the branches are inside the collapsed blocks.
+    assert "Connected to" not in to_text(summarize(cnndsl.load(SPECS / "resnet18.cnn"), depth=2))
+    assert "Connected to" in to_text(summarize(cnndsl.load(SPECS / "resnet18.cnn"), depth=3))
+
+
+def test_summary_object_str_repr_and_html() -> None:
+    net = cnndsl.load(SPECS / "resnet18.cnn")
+    summary = net.summary(depth=2)
+    assert str(summary) == to_text(summarize(net, depth=2))
+    assert repr(summary) == "<Summary ResNet18: 11,689,512 params, 1,814,073,344 MACs, 14 rows>"
+    page = summary._repr_html_()
+    assert page.startswith('<div class="cnndsl-report"') and "<html" not in page
+    assert (
+        repr(net) == "<Network ResNet18: image [3, 224, 224] -> output [1000], 11,689,512 params, 68 layers>"
+    )
+    assert len(repr(net)) < 200 and str(net) == repr(net)
 
 
 def test_every_total_names_its_convention() -> None:
@@ -142,27 +235,34 @@ def test_html_is_self_contained() -> None:
     page = to_html(summary)
     parser = _Collector()
     parser.feed(page)
-    tags = [tag for tag, _ in parser.tags]
-    assert tags.count("svg") == 2  # MACs and params charts
-    assert tags.count("rect") == 2 * len(summary.rows)  # one bar per row in each chart
-    assert page.count("<td><code>") == len(summary.rows)  # one table row per summary row
-    assert not [t for t in parser.tags if t[0] in ("script", "link", "img", "iframe")]
-    for svg in re.findall(r"<svg.*?</svg>", page, re.S):
-        bars = ElementTree.fromstring(svg).findall("{http://www.w3.org/2000/svg}rect")  # well-formed SVG
-        assert max(float(bar.get("height", "0")) for bar in bars) > 0
+    assert page.count('<tr class="row"') == len(summary.rows)  # one table row per summary row
+    assert page.count('<tr class="group"') == sum(1 for line in tree(summary) if line.row is None)
+    scripts = [attrs for tag, attrs in parser.tags if tag == "script"]
+    assert scripts and all("src" not in attrs for attrs in scripts)  # inline only
+    assert not [t for t in parser.tags if t[0] in ("link", "img", "iframe", "object", "embed")]
     for _, attrs in parser.tags:
         for name, value in attrs.items():
-            if name in ("src", "href"):
+            if name in ("src", "href") or (name == "xlink:href" and not (value or "").startswith("#")):
                 pytest.fail(f"external reference {name}={value}")
+    charts = re.findall(r'<figure class="chart">.*?</figure>', page, re.S)
+    assert len(charts) == 4  # rows by MACs, rows by params, top-level parts by MACs and by params
+    for chart in charts:
+        svg = ElementTree.fromstring(re.search(r"<svg.*?</svg>", chart, re.S).group(0))  # type: ignore[union-attr]
+        texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+        assert "MACs per sample" in texts or "trainable parameters" in texts  # a titled axis
+    # The costliest row by MACs is named first in the MACs chart.
+    top = max(summary.rows, key=lambda row: row.macs)
+    assert re.search(r'<text class="label"[^>]*>([^<]+)</text>', charts[0]).group(1) == top.path  # type: ignore[union-attr]
     assert re.search(
-        r"<td>MACs</td><td class=\"n\">1,814,073,344</td><td>conv\+linear multiply-accumulates", page
+        r'<td>MACs</td><td class="n">1,814,073,344</td><td class="note">conv\+linear multiply-accumulates',
+        page,
     )
 
 
 def test_html_escapes_names() -> None:
     net = cnndsl.loads("block B(c) { conv(c, 3) }\nnetwork T(x: [3, 16, 16]) { B(4) -> relu }")
     page = to_html(summarize(net, depth=1))
-    assert "B(c=4)" in page and "<script" not in page
+    assert "B(c=4)" in page and "<script>alert" not in page
 
 
 def test_render_rejects_unknown_format() -> None:
@@ -215,7 +315,8 @@ def test_cli_input_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--depth", "0"], "--depth: expected a positive integer"),
+        (["--depth", "0"], "--depth: expected a number of levels (1 or more) or 'all'"),
+        (["--depth", "some"], "--depth: expected a number of levels (1 or more) or 'all'"),
         (["--batch", "x"], "--batch: expected a positive integer"),
         (["--dtype", "float64"], "invalid choice"),
         (["--format", "pdf"], "invalid choice"),

@@ -48,6 +48,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def depth(text: str) -> int | None:
+    """argparse type for ``--depth``, the same in every command: a number of levels (1 or more), or ``all``
+    (also ``full``) for every layer, which is ``None``."""
+    if text.strip().lower() in ("all", "full"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of levels (1 or more) or 'all', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of levels (1 or more) or 'all', got {text!r}")
+    return value
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """The spec file and the flags every spec-reading command shares."""
     parser.add_argument("file", help="the .cnn spec")
@@ -110,15 +126,63 @@ def load_network(
         only = error.diagnostics[0].message if len(error.diagnostics) == 1 else ""
         if quiet_no_network and only.startswith(NO_NETWORK_PREFIX):
             raise NoNetwork() from None
-        if json_errors:
-            print(error.to_json())
-        else:
-            print(error.render(), file=sys.stderr)
-            count = len(error.diagnostics)
-            print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
-        raise SpecFailed() from None
+        raise spec_failed(args.file, error, json_errors) from None
     except OSError as error:
         raise CliError(f"cannot read {args.file}: {error.strerror or error}") from None
+
+
+def json_report(file: str, ok: bool, diagnostics: list[dict[str, object]], **fields: object) -> str:
+    """The one JSON shape of ``check --format json``, valid spec or not: an object with ``ok``, ``file`` and the
+    ``diagnostics`` list (empty when ok), then what the command found (docs/language.md)."""
+    import json
+
+    return json.dumps(
+        {"ok": ok, "file": file, "diagnostics": diagnostics, **fields}, indent=2, ensure_ascii=False
+    )
+
+
+def spec_failed(file: str, error: SpecError, json_errors: bool = False) -> SpecFailed:
+    """Print a spec's errors (located text on stderr, or the JSON object on stdout); the caller raises the
+    returned :class:`SpecFailed`."""
+    if json_errors:
+        print(json_report(file, False, [d.to_dict(error.sources) for d in error.diagnostics]))
+    else:
+        print(error.render(), file=sys.stderr)
+        count = len(error.diagnostics)
+        print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+    return SpecFailed()
+
+
+def output_format(
+    given: str | None,
+    output: str | None,
+    suffixes: dict[str, str],
+    default: str,
+    unknown_suffix_is_default: bool = False,
+) -> str:
+    """The output format: ``--format`` if given, else the one the ``-o`` suffix names, else ``default``.
+
+    A format that disagrees with the suffix is a usage error rather than, say, SVG text in a ``.png`` file; an
+    unknown suffix is fine when ``--format`` names the format, and otherwise an error unless
+    ``unknown_suffix_is_default``."""
+    flag = "--format"
+    suffix = os.path.splitext(output)[1].lower() if output else ""
+    implied = suffixes.get(suffix)
+    if given:
+        if implied is not None and implied != given:
+            raise CliError(
+                f"{flag} {given} does not match the suffix of {output!r}, which means {implied}: "
+                f"change one of them (or leave {flag} out)"
+            )
+        return given
+    if output is None:
+        return default
+    if implied is None:
+        if unknown_suffix_is_default:
+            return default
+        known = ", ".join(sorted(suffixes))
+        raise CliError(f"cannot tell the format of {output!r} (known suffixes: {known}); use {flag}")
+    return implied
 
 
 def write_output(path: str | os.PathLike[str], data: str | bytes) -> None:

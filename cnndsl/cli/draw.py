@@ -11,24 +11,42 @@ from pathlib import Path
 from typing import Any
 
 from ..render import AUTO_NODE_LIMIT
-from .common import CliError, add_spec_arguments, load_network, write_output
+from .common import (
+    CliError,
+    add_spec_arguments,
+    depth,
+    load_network,
+    output_format,
+    positive_int,
+    write_output,
+)
 
 FORMATS = ("svg", "png", "pdf", "dot", "mermaid")
 RENDERED = ("svg", "png", "pdf")
-_SUFFIXES = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid"}
+_SUFFIXES = {
+    ".svg": "svg",
+    ".png": "png",
+    ".pdf": "pdf",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".mmd": "mermaid",
+    ".md": "mermaid",
+}
+DEFAULT_DPI = 144
+"""PNG resolution: twice Graphviz's 72, so text stays sharp on today's screens."""
+MAX_DPI = 600
 
 
 def _depth(text: str) -> int | str | None:
-    if text.lower() == "auto":
+    if text.strip().lower() == "auto":
         return "auto"
-    if text.lower() in ("all", "full"):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of levels or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return depth(text)
+
+
+def _dpi(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_DPI:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DPI}, got {value}: the image would be enormous")
     return value
 
 
@@ -47,7 +65,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "-o", "--output", metavar="OUT", help="output file: out.svg, .png, .pdf, .dot or .mmd/.md"
     )
-    parser.add_argument("--format", choices=FORMATS, help="output format (default: from the -o suffix)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format (default: from the -o suffix; it must agree with the suffix when both are given)",
+    )
+    parser.add_argument(
+        "--dpi",
+        type=_dpi,
+        metavar="N",
+        help=f"resolution of a png (default {DEFAULT_DPI}; Graphviz's own default is 72)",
+    )
     parser.add_argument(
         "--depth",
         type=_depth,
@@ -71,19 +99,7 @@ def register(subparsers: Any) -> None:
 
 
 def _format(args: argparse.Namespace) -> str:
-    if args.format:
-        return str(args.format)
-    if args.output is None:
-        return "dot"
-    suffix = Path(args.output).suffix.lower()
-    if suffix == ".md":
-        return "mermaid"
-    if suffix not in _SUFFIXES:
-        known = ", ".join(sorted(_SUFFIXES))
-        raise CliError(
-            f"cannot tell the format of {args.output!r} (known suffixes: {known}, .md); use --format"
-        )
-    return _SUFFIXES[suffix]
+    return output_format(args.format, args.output, _SUFFIXES, "dot")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = _format(args)
     if fmt in RENDERED and args.output is None:
         raise CliError(f"--format {fmt} writes a binary or large file: give it a name with -o")
+    if args.dpi is not None and fmt != "png":
+        raise CliError(f"--dpi sets the resolution of a png; {fmt} output has none")
     network = load_network(args)
     depth = render.resolve_depth(network, args.depth)
     if args.depth == "auto" and depth is not None:
@@ -108,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
             data = f"```mermaid\n{data}```\n"  # a markdown file GitHub renders as the diagram
     else:
         graph = render.to_graphviz(network, depth, rankdir, shapes=shapes, costs=costs, legend=legend)
+        if fmt == "png":
+            graph.graph_attr["dpi"] = str(
+                args.dpi or DEFAULT_DPI
+            )  # set here: the .dot and .svg stay unscaled
         data = graph.source if fmt == "dot" else _render(graph, fmt)
     if args.output is None:
         sys.stdout.write(data if isinstance(data, str) else data.decode())

@@ -6,7 +6,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import CliError, add_spec_arguments, load_network, positive_int, write_output
+from .common import (
+    CliError,
+    add_spec_arguments,
+    depth,
+    load_network,
+    output_format,
+    positive_int,
+    write_output,
+)
+
+SUFFIXES = {".txt": "text", ".md": "md", ".json": "json", ".html": "html", ".htm": "html"}
 
 
 def register(subparsers: Any) -> None:
@@ -33,12 +43,17 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--depth",
-        type=positive_int,
+        type=depth,
         metavar="K",
         help="show rows at most K path levels deep: a block instance at level K becomes one row with its sums "
-        "(1 = the network body's layers and blocks)",
+        "(1 = the network body's layers and blocks); 'all' (the default) shows every layer",
     )
-    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format (default: from the -o suffix .txt .md .json .html, else text); html is an "
+        "interactive page with the diagram, a collapsible tree, sortable columns and cost charts",
+    )
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     parser.set_defaults(handler=run_summary)
 
@@ -53,6 +68,13 @@ def register(subparsers: Any) -> None:
     )
     add_spec_arguments(explain)
     explain.add_argument("layer", nargs="?", metavar="LAYER_PATH", help="a layer or block instance path")
+    explain.add_argument(
+        "--depth",
+        type=depth,
+        metavar="K",
+        help="explain only layers at most K path levels deep, as summary --depth (1 = written in the network "
+        "body); 'all' (the default) explains every layer",
+    )
     explain.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     explain.set_defaults(handler=run_explain)
 
@@ -68,12 +90,13 @@ def run_summary(args: argparse.Namespace) -> int:
     from ..analysis import AnalysisError, summarize
     from ..report import render
 
+    fmt = output_format(args.format, args.output, SUFFIXES, "text", unknown_suffix_is_default=True)
     network = load_network(args)
     try:
         summary = summarize(network, batch=args.batch, dtype=args.dtype, depth=args.depth)
     except AnalysisError as error:
         raise CliError(str(error), exit_code=1) from None
-    _emit(render(summary, args.format), args.output)
+    _emit(render(summary, fmt), args.output)
     return 0
 
 
@@ -87,5 +110,9 @@ def run_explain(args: argparse.Namespace) -> int:
     except (AnalysisError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         raise CliError(str(message)) from None
+    if args.depth is not None:
+        explanations = [e for e in explanations if len(network.node(e.path).frames) < args.depth]
+        if not explanations:
+            raise CliError(f"no layer at most {args.depth} levels deep there; try a larger --depth or 'all'")
     _emit(render_explanations(network, explanations), args.output)
     return 0
