@@ -321,12 +321,12 @@ _STYLE = """
 .cnndsl-report .chart g.bar.hl text.label { font-weight: bold; fill: #c2410c; }
 .cnndsl-report .main { display: flex; gap: 16px; align-items: flex-start; }
 .cnndsl-report .pane { max-height: 88vh; overflow: auto; border: 1px solid #ddd; border-radius: 6px; }
-.cnndsl-report .diagram { flex: 0 1 34%; min-width: 260px; background: #fff; padding: 4px; }
+.cnndsl-report .diagram { flex: 0 1 30%; min-width: 260px; background: #fff; padding: 4px; }
 .cnndsl-report .diagram svg { max-width: 100%; height: auto; display: block; }
 .cnndsl-report .diagram g.node { cursor: pointer; }
 .cnndsl-report .diagram g.node.hl polygon, .cnndsl-report .diagram g.node.hl ellipse,
 .cnndsl-report .diagram g.node.hl path { stroke: #e4572e; stroke-width: 4; }
-.cnndsl-report .tablepane { flex: 1 1 66%; }
+.cnndsl-report .tablepane { flex: 1 1 70%; min-width: 0; }
 .cnndsl-report .tools { position: sticky; top: 0; background: #fafafa; padding: 4px 6px; z-index: 2;
   border-bottom: 1px solid #ddd; display: flex; gap: 6px; align-items: center; flex-wrap: wrap; }
 .cnndsl-report .tools button { font: inherit; font-size: 12px; padding: 1px 8px; }
@@ -456,11 +456,15 @@ _SCRIPT = r"""
       }
     });
     root.querySelector(".sorted-note").hidden = !sorted;
+    root.querySelector(".tree-note").hidden = !!sorted;
     table.classList.toggle("flat", !!sorted);
+  }
+  function stickHeadings() {
     // Headings stick just under the tool bar, whose height depends on how its text wraps.
     var below = root.querySelector(".tools").offsetHeight + "px";
     table.querySelectorAll("thead th").forEach(function (th) { th.style.top = below; });
   }
+  window.addEventListener("resize", stickHeadings);
   rows.forEach(function (r) {
     var b = r.querySelector("button.toggle");
     if (b) b.addEventListener("click", function (ev) {
@@ -469,11 +473,15 @@ _SCRIPT = r"""
       refresh();
     });
   });
+  function place(order) {
+    var fragment = document.createDocumentFragment();
+    order.forEach(function (r) { fragment.appendChild(r); });
+    body.appendChild(fragment);
+  }
   function treeOrder() {
     sorted = null;
     table.querySelectorAll("th").forEach(function (th) { th.removeAttribute("aria-sort"); });
-    rows.slice().sort(function (a, b) { return a.dataset.i - b.dataset.i; })
-      .forEach(function (r) { body.appendChild(r); });
+    place(rows.slice().sort(function (a, b) { return a.dataset.i - b.dataset.i; }));
     refresh();
   }
   table.querySelectorAll("th").forEach(function (th) {
@@ -490,11 +498,12 @@ _SCRIPT = r"""
       table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
       th.setAttribute("aria-sort", dir);
       var sign = dir === "ascending" ? 1 : -1;
-      rows.slice().sort(function (a, b) {
-        var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
-        var d = kind === "num" ? (+x) - (+y) : x.localeCompare(y);
-        return sign * d || a.dataset.i - b.dataset.i;
-      }).forEach(function (r) { body.appendChild(r); });
+      var keyed = rows.map(function (r) { return [r.cells[col].dataset.v, +r.dataset.i, r]; });
+      keyed.sort(function (a, b) {
+        var d = kind === "num" ? a[0] - b[0] : a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+        return sign * d || a[1] - b[1];
+      });
+      place(keyed.map(function (k) { return k[2]; }));
       refresh();
     });
   });
@@ -506,6 +515,7 @@ _SCRIPT = r"""
   });
   root.querySelector("button.tree-order").addEventListener("click", treeOrder);
   refresh();
+  stickHeadings();
 })(document.getElementById("__ROOT_ID__"));
 """
 
@@ -562,8 +572,10 @@ def to_html_fragment(
         '<div class="tools"><button type="button" class="expand-all">expand all</button>'
         '<button type="button" class="collapse-all">collapse all</button>'
         '<button type="button" class="tree-order">tree order</button>'
-        '<span class="note">Click a heading to sort; block rows show the sums of the rows inside them.</span>'
-        '<span class="sorted-note" hidden>sorted: block rows hidden, every layer row shown</span></div>'
+        '<span class="note tree-note">Click a heading to sort; block rows show the sums of the rows inside '
+        "them.</span>"
+        '<span class="sorted-note" hidden>Sorted: block rows hidden, each layer row with its full path; '
+        "click the heading again, or tree order.</span></div>"
     )
     out.append(_table(summary))
     out.append("</div></div>")

@@ -298,6 +298,28 @@ def test_cli_formats_and_output_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0 and "batch 2, bfloat16" in out
 
 
+def test_depth_all_is_accepted_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(SPECS / "resnet18.cnn")
+    code, out, _ = _run(["summary", spec, "--depth", "all"], capsys)
+    assert code == 0 and out == to_text(summarize(cnndsl.load(spec)))
+    code, out, _ = _run(["summary", spec, "--depth", "ALL", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["depth"] is None
+    code, every, _ = _run(["explain", spec, "--depth", "all"], capsys)
+    code_default, default, _ = _run(["explain", spec], capsys)
+    assert code == code_default == 0 and every == default
+    # explain --depth 1: the layers written in the network body only (the stem and the head of ResNet-18).
+    code, out, _ = _run(["explain", spec, "--depth", "1"], capsys)
+    body = [layer.path for layer in cnndsl.load(spec).layers if not layer.frames]
+    assert code == 0 and "6 layer(s) explained" in out and len(body) == 6
+    for path in body:
+        assert path in out
+    assert "BasicStage.0/Basic.0/conv.0" not in out
+    code, _, err = _run(["explain", spec, "BasicStage.0", "--depth", "1"], capsys)
+    assert code == 2 and "--depth" in err and "Traceback" not in err
+    code, _, _ = _run(["draw", spec, "--depth", "all", "-o", str(tmp_path / "r.dot")], capsys)
+    assert code == 0
+
+
 def test_cli_input_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "tiny.cnn"
     spec.write_text(

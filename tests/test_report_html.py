@@ -267,6 +267,37 @@ def test_without_dot_the_page_says_so_and_still_works(
         report.close()
 
 
+HOSTILE = """block B(c, note="</script><img src=x onerror=alert(1)>") {
+    conv(c, 3) -> relu
+}
+network Evil(x: [3, 16, 16]) {
+    B(4, note="<b>&amp;</b></title><script>alert(2)</script>") -> gap -> linear(2)
+}
+"""
+
+
+def test_markup_in_a_spec_stays_text(browser: Any, tmp_path: Path) -> None:
+    """String arguments reach labels, calls and tooltips: they must show as text and never run or load."""
+    spec = tmp_path / "evil.cnn"
+    spec.write_text(HOSTILE)
+    out = tmp_path / "evil.html"
+    assert main(["summary", str(spec), "-o", str(out)]) == 0
+    report = Report(browser, out)
+    dialogs: list[str] = []
+    report.page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        report.page.reload()
+        report.page.wait_for_selector(".cnndsl-report[data-ready='1']")
+        call = report.row("B.0").locator("td").nth(1).inner_text()
+        assert call == "B(c=4, note=<b>&amp;</b></title><script>alert(2)</script>)"
+        assert report.page.locator(".cnndsl-report img, .cnndsl-report b").count() == 0
+        report.row("B.0").hover()
+        report.page.locator("table.layers th[data-col=\"1\"]").click()
+        assert dialogs == []
+    finally:
+        report.close()
+
+
 # -------------------------------------------------------------------------------- without a browser ---
 
 
