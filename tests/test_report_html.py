@@ -292,7 +292,7 @@ def test_markup_in_a_spec_stays_text(browser: Any, tmp_path: Path) -> None:
         assert call == "B(c=4, note=<b>&amp;</b></title><script>alert(2)</script>)"
         assert report.page.locator(".cnndsl-report img, .cnndsl-report b").count() == 0
         report.row("B.0").hover()
-        report.page.locator("table.layers th[data-col=\"1\"]").click()
+        report.page.locator('table.layers th[data-col="1"]').click()
         assert dialogs == []
     finally:
         report.close()
