@@ -284,7 +284,12 @@ def test_markup_in_a_spec_stays_text(browser: Any, tmp_path: Path) -> None:
     assert main(["summary", str(spec), "-o", str(out)]) == 0
     report = Report(browser, out)
     dialogs: list[str] = []
-    report.page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    report.page.on("dialog", on_dialog)
     try:
         report.page.reload()
         report.page.wait_for_selector(".cnndsl-report[data-ready='1']")
