@@ -78,7 +78,10 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function notice(text, link = null) {
+/** Show a message above the panels. ``kind`` "check" marks one about checking (too large, stopped), which the next
+ * finished check clears. */
+function notice(text, link = null, kind = "") {
+  ui.notice.dataset.kind = kind;
   ui.noticeText.textContent = text;
   ui.noticeLink.hidden = link === null;
   if (link !== null) ui.noticeLink.value = link;
@@ -295,6 +298,8 @@ function watchdog(id) {
   notice(
     `Checking this spec took more than ${WATCHDOG_MS / 1000} s, so it was stopped and Python is restarting. ` +
       "Edit the spec to check it again, or run `cnndsl check` on your machine.",
+    null,
+    "check",
   );
   delete document.body.dataset.ready;
   startWorker();
@@ -305,13 +310,14 @@ function tooLarge(length) {
   const message =
     `This spec is ${size} (${number(length)} characters): the playground checks specs up to ` +
     `${MAX_CHECK_CHARS / 1000} KB. Run \`cnndsl check\` on your machine for larger files.`;
-  notice(message);
+  notice(message, null, "check");
   ui.status.textContent = "Spec too large to check";
   view.dispatch(setDiagnostics(view.state, []));
   ui.diagnostics.replaceChildren();
   ui.problemCount.textContent = "";
   ui.okLine.textContent = "Not checked: the spec is too large.";
   markStale(true);
+  shown("too-large");
 }
 
 // ------------------------------------------------------------------------------------- the results ---
@@ -321,15 +327,22 @@ function markStale(stale) {
   ui.summary.classList.toggle("stale", stale);
 }
 
+/** Test and benchmark hooks: how many analyses the page has shown, and the state of the last one. */
+function shown(state) {
+  document.body.dataset.state = state;
+  document.body.dataset.analysed = String(Number(document.body.dataset.analysed || 0) + 1);
+}
+
 function showAnalysis(result, svg, ms, request) {
   lastResult = result;
   const took = Math.round(performance.now() - request.sent);
-  if (!ui.notice.hidden && /too large|took more than/.test(ui.noticeText.textContent)) ui.notice.hidden = true;
+  if (ui.notice.dataset.kind === "check") ui.notice.hidden = true;
   if (!result.ok) {
     showDiagnostics(result.diagnostics);
     ui.status.textContent = `${result.diagnostics.length} error${result.diagnostics.length === 1 ? "" : "s"}`;
     markStale(true);
     showExplanation(null);
+    shown("errors");
     return;
   }
   lastOkText = request.text;
@@ -341,8 +354,9 @@ function showAnalysis(result, svg, ms, request) {
   showSummary(result.summary);
   markStale(false);
   wantExplain = true;
-  document.body.dataset.checks = String(Number(document.body.dataset.checks || 0) + 1);
-  void ms;
+  ui.diagram.dataset.pythonMs = String(Math.round(ms.python));
+  ui.diagram.dataset.graphvizMs = String(Math.round(ms.graphviz));
+  shown("ok");
 }
 
 function editorRange(d) {
@@ -591,11 +605,13 @@ async function share() {
   }
   const encoded = await encodeSpec(current);
   sharedHash = `#spec=${encoded}`;
-  history.replaceState(null, "", sharedHash);
+  window.history.replaceState(null, "", sharedHash);
   const link = location.href;
   let copied = false;
   try {
-    await navigator.clipboard.writeText(link);
+    // Headless or insecure contexts may never answer; the link is shown to copy by hand anyway.
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), 1000));
+    await Promise.race([navigator.clipboard.writeText(link), timeout]);
     copied = true;
   } catch {
     copied = false;
@@ -614,7 +630,7 @@ async function initialText(examples) {
       return { text: restored, example: "" };
     } catch (error) {
       notice(`This share link is damaged or incomplete (${error.message}), so it could not be opened; showing the ${fallback.name} example instead.`);
-      history.replaceState(null, "", location.pathname + location.search);
+      window.history.replaceState(null, "", location.pathname + location.search);
       return { text: fallback.text, example: fallback.name };
     }
   }
@@ -644,7 +660,7 @@ async function main() {
   ui.examples.value = start.example;
   createEditor(start.text);
   onTextChange = () => {
-    if (sharedHash && location.hash === sharedHash) history.replaceState(null, "", location.pathname + location.search);
+    if (sharedHash && location.hash === sharedHash) window.history.replaceState(null, "", location.pathname + location.search);
     sharedHash = null;
     if (ui.examples.value && catalogue.examples.find((e) => e.name === ui.examples.value)?.text !== text()) {
       ui.examples.value = "";

@@ -8,6 +8,9 @@ export const MAX_SHARE_CHARS = 200_000;
 /** Longest text a link may inflate to (bytes). */
 const MAX_INFLATED_BYTES = 1_000_000;
 
+/** Why a link cannot be opened, in words for the page's message. */
+export class ShareError extends Error {}
+
 function toBase64url(bytes) {
   let binary = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
@@ -17,8 +20,8 @@ function toBase64url(bytes) {
 }
 
 function fromBase64url(text) {
-  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new Error("it holds characters a share link never has");
-  if (text.length % 4 === 1) throw new Error("its length is impossible for a share link (was it cut short?)");
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new ShareError("it holds characters a share link never has");
+  if (text.length % 4 === 1) throw new ShareError("its length is impossible for a share link (was it cut short?)");
   const padded = text.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (text.length % 4)) % 4);
   const binary = atob(padded);
   const bytes = new Uint8Array(binary.length);
@@ -32,7 +35,7 @@ export async function encodeSpec(text) {
 }
 
 export async function decodeSpec(encoded) {
-  if (!encoded) throw new Error("it is empty");
+  if (!encoded) throw new ShareError("it is empty");
   const compressed = fromBase64url(encoded);
   const reader = new Blob([compressed]).stream().pipeThrough(new DecompressionStream("deflate")).getReader();
   const chunks = [];
@@ -44,13 +47,13 @@ export async function decodeSpec(encoded) {
       total += value.length;
       if (total > MAX_INFLATED_BYTES) {
         await reader.cancel();
-        throw new Error(`it expands to more than ${MAX_INFLATED_BYTES / 1_000_000} MB`);
+        throw new ShareError(`it expands to more than ${MAX_INFLATED_BYTES / 1_000_000} MB`);
       }
       chunks.push(value);
     }
   } catch (error) {
-    if (/expands to more/.test(error.message)) throw error;
-    throw new Error("its compressed data is corrupted or cut short");
+    if (error instanceof ShareError) throw error;
+    throw new ShareError("its compressed data is corrupted or cut short");
   }
   const bytes = new Uint8Array(total);
   let offset = 0;
@@ -61,6 +64,6 @@ export async function decodeSpec(encoded) {
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
-    throw new Error("it does not hold UTF-8 text");
+    throw new ShareError("it does not hold UTF-8 text");
   }
 }
