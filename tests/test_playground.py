@@ -106,7 +106,9 @@ class Site:
         context.on("request", lambda request: self.requests.append(request.url))
 
         def only_local(route: Any) -> None:
-            if route.request.url.startswith(self.base_url) or route.request.url.startswith(("data:", "blob:")):
+            if route.request.url.startswith(self.base_url) or route.request.url.startswith(
+                ("data:", "blob:")
+            ):
                 route.continue_()
             else:
                 route.abort()
@@ -312,7 +314,9 @@ def test_share_link_restores_the_spec(site: Site) -> None:
     wait_analysed(fresh, 0, "ok")
     assert fresh.evaluate("window.cnndslPlayground.text()") == spec
     assert fresh.is_hidden("[data-testid=notice]")
-    assert params_shown(fresh) == "61,706"  # LeNet-5's count, as its spec and tests/data/zoo_reference.json say
+    assert (
+        params_shown(fresh) == "61,706"
+    )  # LeNet-5's count, as its spec and tests/data/zoo_reference.json say
     shot(fresh, "5-share-opened")
 
 
