@@ -144,6 +144,12 @@ def explain_at(text: str, line: int, column: int, filename: str = "spec.cnn") ->
     except SpecError:
         return None
     layers = [n for n in network.layers if n.span.file == filename and _contains(n.span, line, column)]
+    if not layers:
+        # Between layers (on an arrow, a comment, past the end of the line): the nearest layer on the line.
+        on_line = [n for n in network.layers if n.span.file == filename and n.span.line == line]
+        if on_line:
+            nearest = min(abs(n.span.column - column) for n in on_line)
+            layers = [n for n in on_line if abs(n.span.column - column) == nearest]
     if layers:
         # The innermost (narrowest) span wins: `conv(64, 3) -> bn` has one span per layer on one line.
         width = min((n.span.end_line - n.span.line, n.span.end_column - n.span.column) for n in layers)
@@ -151,12 +157,14 @@ def explain_at(text: str, line: int, column: int, filename: str = "spec.cnn") ->
             n for n in layers if (n.span.end_line - n.span.line, n.span.end_column - n.span.column) == width
         ]
         node = chosen[0]
+        # Every instance of this layer: the same span (a block called several times writes it once).
+        instances = sum(1 for n in network.layers if n.span == node.span)
         item = explain(network, node.path)[0]
         return {
             "path": node.path,
             "title": item.title,
             "location": item.location,
-            "instances": len(chosen),
+            "instances": instances,
             "text": "\n".join(item.lines),
             "span": _span(node.span),
         }

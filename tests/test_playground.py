@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import cnndsl
+from cnndsl import playground_api
 from cnndsl.analysis import summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,8 @@ ZOO = sorted(ROOT.glob("specs/*.cnn"))
 READY_MS = 90_000  # a loaded 2-core CI box; the benchmark, not this, holds the speed target
 STEP_MS = 30_000
 
-pytestmark = pytest.mark.slow  # each page starts Python (Pyodide) in the browser: seconds, not milliseconds
+# Each page starts Python (Pyodide) in the browser: seconds per page, not milliseconds.
+BROWSER = pytest.mark.slow
 
 ERROR_SPEC = """network Tiny(image: [3, 32, 32]) {
     conv(16, 3, padding=1) -> relu
@@ -189,9 +191,99 @@ def params_shown(page: Any) -> str:
     return str(page.inner_text("[data-testid=summary] [data-total=Params]"))
 
 
-# ------------------------------------------------------------------------------------------- tests ---
+# ------------------------------------------------------------------------- the Python side, no browser ---
 
 
+@pytest.mark.parametrize("spec", ZOO, ids=lambda p: p.stem)
+def test_api_analyses_every_zoo_spec(spec: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(spec.parent)  # imports resolve as in the page, where specs/lib sits beside the spec
+    text = spec.read_text()
+    result = playground_api.analyse(text)
+    network = cnndsl.load(spec)
+    assert result["ok"] and result["network"] == network.name
+    assert result["summary"]["trainable_params"] == summarize(network).totals.trainable_params
+    assert json.loads(json.dumps(result)) == result  # plain JSON for the page
+    lines = text.split("\n")
+    for box, info in result["boxes"].items():
+        # Every drawn box is in the dot text, and points at a real place in the edited text.
+        assert f"\t{box} [" in result["dot"], box
+        span = info["span"]
+        assert span["file"] == "spec.cnn" and 1 <= span["line"] <= len(lines), (box, span)
+
+
+def test_api_error_is_located_with_a_did_you_mean() -> None:
+    result = playground_api.analyse(ERROR_SPEC)
+    assert not result["ok"]
+    [error] = result["diagnostics"]
+    assert (error["line"], error["column"], error["end_line"], error["end_column"]) == (3, 5, 3, 11)
+    assert "did you mean 'maxpool'" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\x00\x01\x02",
+        "network",
+        "network N(x: [3, 8, 8]) { " + "(" * 5000 + " }",
+        "\ufeff" * 3,
+        "}{" * 100,
+    ],
+    ids=["empty", "control", "keyword", "deep-parens", "bom", "braces"],
+)
+def test_api_hostile_text_gives_located_diagnostics(text: str) -> None:
+    result = playground_api.analyse(text)
+    assert not result["ok"] and result["diagnostics"]
+    for error in result["diagnostics"]:
+        assert error["line"] >= 1 and error["column"] >= 1 and error["message"]
+    assert playground_api.explain_at(text, 1, 1) is None
+
+
+def test_api_depth_values() -> None:
+    text = (ROOT / "specs" / "googlenet.cnn").read_text()
+    assert playground_api.analyse(text, depth="auto")["depth"] == 1  # 143 nodes: collapsed to fit
+    assert playground_api.analyse(text, depth="all")["depth"] is None
+    collapsed = playground_api.analyse(text, depth=1)
+    assert all(b["kind"] != "layer" or b["level"] == 0 for b in collapsed["boxes"].values())
+    assert any(b["kind"] == "block" for b in collapsed["boxes"].values())
+    with pytest.raises(ValueError):
+        playground_api.parse_depth("0")
+
+
+def test_api_explain_at_layer_block_call_and_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    lenet = (ROOT / "specs" / "lenet5.cnn").read_text()
+    line = (
+        lenet.split("\n").index(next(x for x in lenet.split("\n") if x.strip().startswith("conv(6, 5)"))) + 1
+    )
+    conv = playground_api.explain_at(lenet, line, 6)
+    assert conv is not None and conv["path"] == "conv.0" and "(5·5·1/1 + 1)·6 = 156" in conv["text"]
+    tanh = playground_api.explain_at(lenet, line, lenet.split("\n")[line - 1].index("tanh") + 2)
+    assert tanh is not None and tanh["path"] == "tanh.0"
+    assert playground_api.explain_at(lenet, 1, 3) is None  # a comment
+    monkeypatch.chdir(ROOT / "specs")
+    resnet = (ROOT / "specs" / "resnet18.cnn").read_text()
+    line = next(i for i, x in enumerate(resnet.split("\n"), 1) if x.strip().startswith("BasicStage(128"))
+    block = playground_api.explain_at(resnet, line, 8)
+    assert block is not None and block["path"] == "BasicStage.1"
+    assert block["title"].endswith("layers") and "conv" in block["text"]
+
+
+def test_api_static_path_imports_no_torch() -> None:
+    code = (
+        "import sys; from cnndsl import playground_api as a; "
+        "r = a.analyse(open('specs/lenet5.cnn').read()); a.explain_at(open('specs/lenet5.cnn').read(), 8, 6); "
+        "assert r['ok']; print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------ in the browser ---
+
+
+@BROWSER
 def test_typing_an_error_fixing_it_and_a_megabyte_paste(site: Site, tmp_path: Path) -> None:
     page = site.open()
     wait_ready(page)
@@ -263,6 +355,7 @@ def test_typing_an_error_fixing_it_and_a_megabyte_paste(site: Site, tmp_path: Pa
     assert page.is_hidden("[data-testid=notice]")
 
 
+@BROWSER
 def test_every_zoo_example_renders(site: Site) -> None:
     page = site.open()
     wait_ready(page)
@@ -296,6 +389,7 @@ def test_every_zoo_example_renders(site: Site) -> None:
     shot(page, "zoo-resnet50-expanded")
 
 
+@BROWSER
 def test_share_link_restores_the_spec(site: Site) -> None:
     page = site.open()
     wait_ready(page)
@@ -320,6 +414,7 @@ def test_share_link_restores_the_spec(site: Site) -> None:
     shot(fresh, "5-share-opened")
 
 
+@BROWSER
 @pytest.mark.parametrize("damage", ["corrupted", "truncated", "garbage"])
 def test_damaged_share_link_gives_a_clear_message(site: Site, damage: str) -> None:
     text = (ROOT / "specs" / "resnet18.cnn").read_text()

@@ -231,6 +231,8 @@ function handle(message) {
     const seconds = ((performance.now() - loadStarted) / 1000).toFixed(1);
     ui.status.textContent = `Python ready in ${seconds} s`;
     document.body.dataset.ready = "1";
+    document.body.dataset.readyMs = String(Math.round(performance.now())); // since navigation start
+    document.body.dataset.readyParts = JSON.stringify(message.parts);
     wantAnalyse = true;
     pump();
     return;
@@ -316,6 +318,7 @@ function tooLarge(length) {
   ui.diagnostics.replaceChildren();
   ui.problemCount.textContent = "";
   ui.okLine.textContent = "Not checked: the spec is too large.";
+  ui.okLine.classList.add("warn");
   markStale(true);
   shown("too-large");
 }
@@ -347,6 +350,7 @@ function showAnalysis(result, svg, ms, request) {
   }
   lastOkText = request.text;
   showDiagnostics([]);
+  ui.okLine.classList.remove("warn");
   ui.okLine.textContent = `✓ ${result.network}: ${number(result.layers)} layers, no errors`;
   ui.status.textContent = `Checked and drawn in ${took} ms`;
   updateDepthOptions(result);
@@ -435,6 +439,9 @@ function showDiagram(svgText, result) {
   ui.diagram.replaceChildren(document.importNode(svg, true));
   applyZoom();
   ui.diagram.dataset.version = String(Number(ui.diagram.dataset.version || 0) + 1);
+  if (!document.body.dataset.firstDiagramMs) {
+    document.body.dataset.firstDiagramMs = String(Math.round(performance.now())); // since navigation start
+  }
   if (expandTarget) {
     const target = [...ui.diagram.querySelectorAll("g.cluster")].find(
       (g) => g.querySelector("a")?.getAttribute("xlink:title") === expandTarget || g.querySelector("title")?.textContent === expandTarget,

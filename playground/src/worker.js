@@ -9,7 +9,7 @@ import { instance as vizInstance } from "@viz-js/viz";
 
 const base = new URL("./", self.location.href);
 let api = null;
-let viz = null;
+let viz = null; // a promise of the viz-js instance
 
 function progress(text) {
   postMessage({ kind: "progress", text });
@@ -25,12 +25,11 @@ async function start() {
   const started = performance.now();
   progress("Loading Python (Pyodide)…");
   const pyodideModule = await import(new URL("pyodide/pyodide.mjs", base).href);
-  const [pyodide, catalogue, vizReady] = await Promise.all([
+  const [pyodide, catalogue] = await Promise.all([
     pyodideModule.loadPyodide({ indexURL: new URL("pyodide/", base).href, packages: [] }),
     fetch(new URL("examples.json", base)).then((r) => r.json()),
-    vizInstance(),
   ]);
-  viz = vizReady;
+  const parts = { runtime: performance.now() - started };
   progress("Loading cnndsl…");
   const wheels = await Promise.all(catalogue.wheels.map((name) => fetchBytes(new URL(`wheels/${name}`, base))));
   const sitePackages = pyodide.runPython("import sysconfig; sysconfig.get_paths()['purelib']");
@@ -43,6 +42,7 @@ async function start() {
     pyodide.FS.writeFile(full, text);
   }
   pyodide.FS.mkdirTree(home);
+  parts.wheels = performance.now() - started - parts.runtime;
   pyodide.runPython(`
 import json, os
 os.chdir(${JSON.stringify(home)})
@@ -58,9 +58,14 @@ def _explain(text, line, column):
     analyse: pyodide.globals.get("_analyse"),
     explain: pyodide.globals.get("_explain"),
   };
+  parts.imports = performance.now() - started - parts.runtime - parts.wheels;
   // The first check compiles lark's grammar; do it now, not on the user's first keystroke.
   api.analyse("network Warm(x: [1, 4, 4]) { relu }", "auto");
-  postMessage({ kind: "ready", ms: performance.now() - started });
+  parts.grammar = performance.now() - started - parts.runtime - parts.wheels - parts.imports;
+  postMessage({ kind: "ready", ms: performance.now() - started, parts });
+  // Graphviz's wasm is compiled after Python, not beside it: on a busy machine the two compiles compete for the
+  // same cores, and the editor's checks need Python first (the first drawing waits for this).
+  viz = vizInstance();
 }
 
 const ready = start().catch((error) => {
@@ -68,8 +73,8 @@ const ready = start().catch((error) => {
   throw error;
 });
 
-function render(dot) {
-  const out = viz.render(dot, { format: "svg", engine: "dot" });
+async function render(dot) {
+  const out = (await viz).render(dot, { format: "svg", engine: "dot" });
   if (out.status !== "success") {
     throw new Error(out.errors.map((e) => e.message).join("; ") || "Graphviz failed");
   }
@@ -84,7 +89,7 @@ onmessage = async (event) => {
       const t0 = performance.now();
       const result = JSON.parse(api.analyse(request.text, request.depth));
       const t1 = performance.now();
-      const svg = result.ok ? render(result.dot) : null;
+      const svg = result.ok ? await render(result.dot) : null;
       const t2 = performance.now();
       postMessage({ id: request.id, kind: "analysed", result, svg, ms: { python: t1 - t0, graphviz: t2 - t1 } });
     } else if (request.kind === "explain") {
