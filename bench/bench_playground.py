@@ -71,9 +71,7 @@ def main() -> None:
         raise SystemExit(f"bench_playground: {CHROMIUM} is missing: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(SITE))
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(SITE)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/#example=resnet50"
     ready: list[float] = []
@@ -122,7 +120,9 @@ def main() -> None:
     print(f"rounds: {args.rounds} page loads, {args.keys} keystrokes each\n")
     print("| measurement (ms) | median | min | max | target |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| page load → ready (Python loaded, cnndsl imported, grammar compiled) | {_stats(ready)} | < 5000 |")
+    print(
+        f"| page load → ready (Python loaded, cnndsl imported, grammar compiled) | {_stats(ready)} | < 5000 |"
+    )
     print(f"| page load → first diagram drawn (resnet50) | {_stats(first)} | |")
     print(f"| reload → ready (same browser context: cached) | {_stats(warm)} | |")
     print(f"| keystroke → updated diagram, resnet50.cnn | {_stats(update)} | < 300 |")
