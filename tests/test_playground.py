@@ -337,6 +337,10 @@ def test_typing_an_error_fixing_it_and_a_megabyte_paste(site: Site, tmp_path: Pa
     )
     explained = page.inner_text("[data-testid=explain]")
     assert "(3·3·3/1 + 1)·16 = 448" in explained
+    # A summary row lights up its box in the diagram.
+    page.hover("[data-testid=summary] tbody tr:nth-child(3)")
+    assert page.locator("[data-testid=diagram] g.node.highlight").count() == 1
+    assert "maxpool" in page.text_content("[data-testid=diagram] g.node.highlight")
     shot(page, "3-fixed")
 
     # A 1 MB paste: a clear message, no check, and the page stays responsive and checks the next spec.

@@ -556,10 +556,23 @@ function showSummary(s) {
       el("td", { class: "num", text: row.macs ? si(row.macs) : "–", title: number(row.macs) }),
       el("td", { class: "num", text: row.receptive_field.global ? "global" : String(row.receptive_field.size[0]) }),
     );
+    // The row and its box in the diagram light up together; a click selects where it is written.
+    tr.addEventListener("mouseenter", () => highlightBox(row.path, true));
+    tr.addEventListener("mouseleave", () => highlightBox(row.path, false));
+    tr.addEventListener("click", () => {
+      const box = Object.values(lastResult?.boxes ?? {}).find((b) => b.path === row.path);
+      if (box) select(box.span);
+    });
     body.append(tr);
   }
   table.append(body);
   ui.summary.replaceChildren(io, totals, table);
+}
+
+function highlightBox(path, on) {
+  for (const node of ui.diagram.querySelectorAll("g.node")) {
+    if (node.dataset.path === path) node.classList.toggle("highlight", on);
+  }
 }
 
 function showExplanation(result) {
