@@ -444,3 +444,17 @@ def test_damaged_share_link_gives_a_clear_message(site: Site, damage: str) -> No
         wait_analysed(page, 0, "ok")
         assert page.locator("[data-testid=diagram] svg").count() == 1
     shot(page, f"6-link-{damage}")
+
+
+@BROWSER
+def test_a_check_that_runs_too_long_is_stopped(site: Site) -> None:
+    # The watchdog lowered to 1 ms: resnet152's first check always takes longer, so it is stopped and Python restarts.
+    page = site.open("?watchdog_ms=1#example=resnet152")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=notice]').innerText.includes('took more than')",
+        timeout=READY_MS,
+    )
+    assert "Python is restarting" in page.inner_text("[data-testid=notice]")
+    assert page.evaluate("document.body.dataset.ready") is None  # the new worker is loading
+    assert page.evaluate("1 + 1") == 2
+    shot(page, "8-watchdog")

@@ -20,8 +20,9 @@ import { decodeSpec, encodeSpec, MAX_SHARE_CHARS } from "./share.js";
 /** Specs longer than this are not sent to Python: the zoo's largest is about 4 KB, and a paste of megabytes is a
  * mistake that deserves a message, not a minute of parsing. */
 export const MAX_CHECK_CHARS = 200_000;
-/** A check that takes longer than this is stopped by restarting the worker (a pathological spec). */
-const WATCHDOG_MS = 20_000;
+/** A check that takes longer than this is stopped by restarting the worker (a pathological spec). `?watchdog_ms=N`
+ * lowers it, so the tests can see the restart without a spec that really takes that long. */
+const WATCHDOG_MS = Number(new URLSearchParams(location.search).get("watchdog_ms")) || 30_000;
 const FILE = "spec.cnn";
 
 const $ = (id) => document.getElementById(id);
@@ -298,7 +299,8 @@ function watchdog(id) {
   inFlight = null;
   worker.terminate();
   notice(
-    `Checking this spec took more than ${WATCHDOG_MS / 1000} s, so it was stopped and Python is restarting. ` +
+    `Checking this spec took more than ${(WATCHDOG_MS / 1000).toLocaleString("en-US")} s, so it was stopped and ` +
+      "Python is restarting. " +
       "Edit the spec to check it again, or run `cnndsl check` on your machine.",
     null,
     "check",
