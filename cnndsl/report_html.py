@@ -435,8 +435,10 @@ _SCRIPT = r"""
   });
   bars.forEach(function (b) {
     b.addEventListener("mouseenter", function () {
-      clear(); light(b);
+      clear();
       var list = ids(b);
+      lightBars(list);  // the same rows in the other charts too
+      light(b);
       lightBoxes(list);
       reveal(root.querySelector(".tablepane"), lightRows(list));
     });
