@@ -1,9 +1,10 @@
 """Summary formatters (cnndsl.report) and the ``cnndsl summary`` command, as a user runs them.
 
-Golden files (tests/golden/summary/) hold the text and Markdown summaries of lenet5, resnet18 and googlenet;
-``pytest --update-goldens`` rewrites them. The JSON schema is checked key by key against docs/summary.md's list,
-the HTML page for being self-contained, and the text table for fitting 120 columns on every spec.
-"""
+Golden files (tests/golden/summary/) hold the text tree and Markdown summaries of lenet5, resnet18 and googlenet, and
+the text tree of resnet50 at depth 2; ``pytest --update-goldens`` rewrites them. The JSON schema is checked key by key
+against docs/summary.md's list, the text tree for fitting 120 columns without cutting a name on every spec, its
+"Connected to" column against the torch.fx graph, and the HTML page for being self-contained (its behaviour in a
+browser: tests/test_report_html.py)."""
 
 from __future__ import annotations
 
