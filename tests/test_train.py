@@ -531,7 +531,11 @@ def test_train_on_a_folder_with_a_corrupt_image(tmp_path: Path, capsys: pytest.C
     args += ["--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "16"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"skipped 1 unreadable image file(s):\n  {broken}" in out
+    assert f"skipped 1 unreadable image file(s) of --data:\n  {broken}" in out
+    # The warning is repeated in one block after the final line, where it cannot scroll away.
+    done, _, block = out.partition("\ndone: ")
+    assert "warning: skipped 1 unreadable" in done
+    assert block.splitlines()[1] == "warnings (1):" and f"    {broken}" in block
     assert "resized images of" in out and "from 16x16 to 8x8" in out
     assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["classes"] == [
         "class0", "class1", "class2"
