@@ -59,6 +59,8 @@ RUN_FILES = (
     "config.json",
     "summary.txt",
 )
+STREAM_STATS_CHUNK = 256
+"""Images read at a time for the normalization statistics of a streamed data set."""
 HIGHER_IS_BETTER = {"val_acc": True, "train_acc": True, "val_loss": False, "train_loss": False}
 
 
@@ -342,8 +344,10 @@ class Trainer:
             norm = self.resume_state["normalize"]
             return list(norm["mean"]), list(norm["std"])
         if isinstance(self.data, StreamedSet):
+            # Small chunks keep memory flat; the sums of uint8 pixels and their squares are exact in float64, so
+            # they equal the in-memory path's whatever the chunking.
             rows = self.data.train
-            chunk = stats_chunk(int(math.prod(rows.shape)))
+            chunk = min(STREAM_STATS_CHUNK, stats_chunk(int(math.prod(rows.shape))))
             return stats_of_chunks((torch.from_numpy(c) for c in rows.chunks(chunk)), rows.shape[0])
         return channel_stats(torch.from_numpy(self.data.x_train))
 

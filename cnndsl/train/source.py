@@ -101,6 +101,9 @@ class Streamed:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.workers else None,
             timeout=LOADER_TIMEOUT_S if self.workers else 0,
+            # Its own generator: the loader draws a base seed per epoch, which must not come from torch's global
+            # generator (dropout's), or a streamed run would drop other units than an in-memory one.
+            generator=torch.Generator().manual_seed(0),
         )
         iterator = iter(loader)
         while True:
