@@ -42,8 +42,14 @@ class InMemory:
     def batches(
         self, plan: Plan, augment: SampleAugment | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not plan:
+            return
+        # Every index of the epoch goes to the device in one copy; a batch is then a slice of it.
+        flat = torch.from_numpy(np.concatenate([positions for positions, _ in plan])).to(self.device)
+        start = 0
         for positions, seed in plan:
-            index = torch.from_numpy(positions).to(self.device)
+            index = flat[start : start + len(positions)]
+            start += len(positions)
             xb = self.x[index]
             if augment:
                 xb = augment(xb, seed)
