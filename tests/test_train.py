@@ -423,10 +423,13 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     for extra, message in cases:
         code, line = _cli_error(["train", spec, "--epochs", "1", "--out", out, *extra], capsys)
         assert code == 2 and line.startswith("cnndsl train: error: ") and message in line, (extra, line)
+        # Every error names the flag at fault.
+        assert line.removeprefix("cnndsl train: error: ").startswith(extra[0]), (extra, line)
     with open(tmp_path / "evil.pt", "wb") as handle:
         pickle.dump({"model": Path("x")}, handle, protocol=2)
     code, line = _cli_error(["eval", spec, "--weights", str(tmp_path / "evil.pt")], capsys)
     assert code == 2 and "refused to load with weights_only=True: it holds a pickled pathlib" in line
+    assert line.startswith("cnndsl eval: error: --weights ")
     code, line = _cli_error(["eval", spec, "--weights", spec], capsys)
     assert code == 2 and "it is not a torch.save file of tensors" in line
 

@@ -489,7 +489,26 @@ def load_data(
     memory_budget: int | None = None,
 ) -> DataSet | StreamedSet:
     """``digits``, a folder, or an ``.npz`` file, adapted to the input ``shape`` (C, H, W). An image folder
-    larger than ``memory_budget`` once decoded is streamed (:class:`StreamedSet`); the others are read whole."""
+    larger than ``memory_budget`` once decoded is streamed (:class:`StreamedSet`); the others are read whole.
+
+    Every :class:`DataError` names ``--data``: the command line prints it as one line, and the user must know
+    which argument was at fault."""
+    try:
+        return _load_data(source, shape, val_split, bad_files, cache_dir, memory_budget)
+    except DataError as error:
+        if str(error).startswith("--data"):
+            raise
+        raise DataError(f"--data {error}") from None
+
+
+def _load_data(
+    source: str,
+    shape: Sequence[int],
+    val_split: float,
+    bad_files: str,
+    cache_dir: str | os.PathLike[str] | None,
+    memory_budget: int | None,
+) -> DataSet | StreamedSet:
     if source == "digits":
         return load_digits(shape, val_split)
     if source.lower().endswith(".npz"):
