@@ -78,6 +78,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif item.type == "list[str]" and meta["type"] is None:
             kwargs["action"] = "append"
+            kwargs["metavar"] = meta["metavar"]
         else:
             for key in ("metavar", "choices", "type"):
                 if meta[key] is not None:

@@ -251,9 +251,9 @@ class TrainConfig:
     augment: list[str] = field(
         default_factory=lambda: ["crop"],
         metadata=_flag(
-            "augmentation, comma-separated, in order: on the device flip, crop (shift by up to 1/16 of the size), "
-            "crop:N (by up to N pixels), cutout; per image with torchvision.transforms.v2 rrc (RandomResizedCrop), "
-            "randaugment, trivialaugment, erasing[:P] (RandomErasing); or none",
+            "augmentation, comma-separated: per image with torchvision.transforms.v2 first, rrc (RandomResizedCrop), "
+            "randaugment, trivialaugment; then on the device flip, crop (shift by up to 1/16 of the size), "
+            "crop:N (by up to N pixels), cutout; last erasing[:P] (v2.RandomErasing, per image); or none",
             metavar="LIST",
             type=name_list,
             group="recipe",
