@@ -59,8 +59,10 @@ RUN_FILES = (
     "config.json",
     "summary.txt",
 )
-STREAM_STATS_CHUNK = 256
-"""Images read at a time for the normalization statistics of a streamed data set."""
+STREAM_STATS_CHUNK = 32
+"""Images read at a time for the normalization statistics of a streamed data set: a few MiB of float64, which
+glibc reuses; chunks of tens of MiB would each grow its heap (its mmap threshold adapts upwards), and peak memory
+with the data set."""
 HIGHER_IS_BETTER = {"val_acc": True, "train_acc": True, "val_loss": False, "train_loss": False}
 
 
