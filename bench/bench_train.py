@@ -106,13 +106,20 @@ for epoch in range(epochs):
 """
 
 
-def _timed(command: list[str], env: dict[str, str]) -> float:
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, the process and its DataLoader workers) of one process. On a shared
+    machine the CPU time is the steadier measure of work done: wall time also counts waiting for the cores."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -167,12 +174,12 @@ def compare(args: argparse.Namespace) -> int:
         warm = list(variants[name])
         warm[warm.index("--epochs") + 1] = "1"
         _timed(warm, env)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
         for name, command in variants.items():
-            wall = _timed(command, env)
-            times[name].append(wall)
-            print(f"round {round_ + 1} {name}: {wall:.1f} s", flush=True)
+            wall, cpu_s = _timed(command, env)
+            times[name].append((wall, cpu_s))
+            print(f"round {round_ + 1} {name}: {wall:.1f} s wall, {cpu_s:.1f} s CPU", flush=True)
     load = os.getloadavg()
     print()
     print(
@@ -181,15 +188,26 @@ def compare(args: argparse.Namespace) -> int:
         f"{load[0]:.1f}, {load[1]:.1f}"
     )
     print()
-    print("| process | wall time (median) | min | max |")
-    print("|---|---:|---:|---:|")
-    for name, walls in times.items():
-        print(f"| {name} | {statistics.median(walls):.1f} s | {min(walls):.1f} s | {max(walls):.1f} s |")
-    medians = {name: statistics.median(walls) for name, walls in times.items()}
+    print("| process | wall time (median) | range | CPU time (median) | range |")
+    print("|---|---:|---:|---:|---:|")
+    for name, runs in times.items():
+        walls = [w for w, _ in runs]
+        cpus = [c for _, c in runs]
+        print(
+            f"| {name} | {statistics.median(walls):.1f} s | {min(walls):.1f}-{max(walls):.1f} s "
+            f"| {statistics.median(cpus):.1f} s | {min(cpus):.1f}-{max(cpus):.1f} s |"
+        )
     names = list(variants)
+
+    def median(name: str, which: int) -> float:
+        return statistics.median(run[which] for run in times[name])
+
     print()
-    print(f"hand-written / cnndsl (.npz): {medians[names[0]] / medians[names[1]]:.3f}")
-    print(f"in memory / streamed (folder): {medians[names[2]] / medians[names[3]]:.3f}")
+    for label, which in (("wall", 0), ("CPU", 1)):
+        print(
+            f"{label}: hand-written / cnndsl (.npz) {median(names[0], which) / median(names[1], which):.3f}; "
+            f"in memory / streamed (folder) {median(names[2], which) / median(names[3], which):.3f}"
+        )
     return 0
 
 

@@ -297,9 +297,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _warnings_block(warnings: list[str]) -> str:
-    from ..train.loop import RunResult
+    from ..train.loop import warnings_block
 
-    return RunResult(Path(), [], None, None, 0, warnings=warnings).warnings_block()
+    return warnings_block(warnings)
 
 
 # ------------------------------------------------------------------------------------------ eval, predict ---

@@ -66,6 +66,14 @@ with the data set."""
 HIGHER_IS_BETTER = {"val_acc": True, "train_acc": True, "val_loss": False, "train_loss": False}
 
 
+def warnings_block(warnings: list[str]) -> str:
+    """The run's warnings again, together, so they do not scroll away above a long log ("" without any)."""
+    if not warnings:
+        return ""
+    lines = [f"warnings ({len(warnings)}):"] + [f"  - {w}".replace("\n", "\n    ") for w in warnings]
+    return "\n".join(lines)
+
+
 @dataclass
 class RunResult:
     """The outcome of :func:`train`."""
@@ -82,13 +90,7 @@ class RunResult:
     """Why early stopping ended the run, if it did."""
 
     def warnings_block(self) -> str:
-        """The warnings again, together, so they do not scroll away above a long log."""
-        if not self.warnings:
-            return ""
-        lines = [f"warnings ({len(self.warnings)}):"] + [
-            f"  - {w}".replace("\n", "\n    ") for w in self.warnings
-        ]
-        return "\n".join(lines)
+        return warnings_block(self.warnings)
 
     def final_line(self) -> str:
         where = f"run folder {self.out}"

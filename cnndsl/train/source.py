@@ -17,7 +17,7 @@ import torch
 
 from .augment import SampleAugment
 from .data import DataSet, RowsFile, StreamedSet
-from .errors import DataError, TrainError
+from .errors import TrainError
 
 LOADER_TIMEOUT_S = 600
 """A worker that produces nothing for this long ends the run with an error instead of hanging it."""
@@ -54,9 +54,6 @@ class InMemory:
             if augment:
                 xb = augment(xb, seed)
             yield xb, self.y[index]
-
-    def close(self) -> None:
-        pass
 
 
 class _RowsBatches(torch.utils.data.Dataset[Any]):
@@ -117,8 +114,6 @@ class Streamed:
                 xb, yb = next(iterator)
             except StopIteration:
                 return
-            except DataError:
-                raise
             except RuntimeError as error:
                 # A worker killed (out of memory, a signal) or stuck: end the run with a clear error, never hang.
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -127,9 +122,6 @@ class Streamed:
                     f"({first}); last.pt keeps the last completed epoch, continue with --resume"
                 ) from None
             yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-
-    def close(self) -> None:
-        pass
 
 
 def open_sources(
