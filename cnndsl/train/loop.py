@@ -364,9 +364,9 @@ class Trainer:
         world, batch, accumulate = self.ctx.world_size, self.config.batch_size, self.config.accumulate
         if batch * accumulate > n:
             batch = max(world, n // accumulate - (n // accumulate) % world)
+            times = f" x --accumulate {accumulate}" if accumulate > 1 else ""
             self._warn(
-                f"--batch-size {self.config.batch_size} (x --accumulate {accumulate}) is more than the {n} training "
-                f"images; using {batch}"
+                f"--batch-size {self.config.batch_size}{times} is more than the {n} training images; using {batch}"
             )
         if batch % world:
             raise TrainError(f"--batch-size {batch} must be divisible by the {world} processes")
