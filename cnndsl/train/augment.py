@@ -37,6 +37,11 @@ class SampleAugment:
     callable on a (b, C, H, W) batch of stored pixels (uint8, or float in 0..``pixel_max``), seeded per batch."""
 
     def __init__(self, augment: Sequence[str], size: tuple[int, int], pixel_max: float = 255.0) -> None:
+        self.names = [item for item in augment if item in SAMPLE_AUGMENTATIONS and item != "erasing"]
+        self.transform = None
+        self.pixel_max = pixel_max
+        if not self.names:
+            return  # torchvision is imported only when used: it costs most of a second of start-up
         from torchvision.transforms import v2
 
         makers = {
@@ -44,10 +49,7 @@ class SampleAugment:
             "randaugment": v2.RandAugment,
             "trivialaugment": v2.TrivialAugmentWide,
         }
-        names = [item for item in augment if item in SAMPLE_AUGMENTATIONS and item in makers]
-        self.names = names
-        self.transform = v2.Compose([makers[name]() for name in names]) if names else None
-        self.pixel_max = pixel_max
+        self.transform = v2.Compose([makers[name]() for name in self.names])
 
     def __bool__(self) -> bool:
         return self.transform is not None
@@ -70,6 +72,9 @@ class LabelMixer:
     """v2.MixUp and/or v2.CutMix (one of the two per batch when both are on): soft targets, seeded per batch."""
 
     def __init__(self, mixup: float, cutmix: float, num_classes: int) -> None:
+        self.transform: torch.nn.Module | None = None
+        if mixup <= 0 and cutmix <= 0:
+            return
         from torchvision.transforms import v2
 
         choices: list[torch.nn.Module] = []
