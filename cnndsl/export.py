@@ -57,6 +57,32 @@ def _names(names: list[str], fallback: str) -> list[str]:
     return result
 
 
+def with_normalization(
+    module: torch.nn.Module, mean: list[float], std: list[float], scale: float = 1.0
+) -> torch.nn.Module:
+    """``module`` behind the normalization it was trained with: the result takes raw pixels ``x`` (0..255) and
+    computes ``module((x * scale - mean) / std)`` per channel, ``scale`` mapping 255 to the training data's white
+    (``pixel_max / 255``). Exported to ONNX, the normalization is part of the graph."""
+    import torch
+
+    class Normalized(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+            self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            scale, mean, inv_std = self.scale, self.mean, self.inv_std
+            assert isinstance(scale, torch.Tensor) and isinstance(mean, torch.Tensor)
+            assert isinstance(inv_std, torch.Tensor)
+            out: torch.Tensor = self.model((x * scale - mean) * inv_std)
+            return out
+
+    return Normalized()
+
+
 def export_onnx(
     network: Network,
     *,

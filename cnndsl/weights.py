@@ -10,6 +10,7 @@ Both check every pair before copying anything: a mismatch raises :class:`Weights
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,17 @@ _COUNTER = "num_batches_tracked"
 
 
 class WeightsMismatch(ValueError):
-    """The state_dict does not fit the module; the message names the first offending tensor."""
+    """The state_dict does not fit the module; the message names the first offending tensor.
+
+    ``reason`` is the message without a hint; ``order_might_fit`` says that pairing by position
+    (``match="order"``) might load what pairing by name did not, so a command line can name its own flag."""
+
+    def __init__(self, reason: str, *, order_might_fit: bool = False) -> None:
+        self.reason = reason
+        self.order_might_fit = order_might_fit
+        super().__init__(
+            reason + ("; match='order' pairs tensors by position instead" if order_might_fit else "")
+        )
 
 
 def _shape(tensor: Any) -> str:
@@ -88,9 +99,10 @@ def load_weights(
             hint = ""
             if unexpected and all(k.startswith("module.") for k in given):
                 hint = "; the keys start with 'module.' (saved from DataParallel?): strip it"
-            elif unexpected:
-                hint = "; match='order' pairs tensors by position instead"
-            raise WeightsMismatch(f"state_dict keys differ from the module's: {', '.join(parts)}{hint}")
+            raise WeightsMismatch(
+                f"state_dict keys differ from the module's: {', '.join(parts)}{hint}",
+                order_might_fit=bool(unexpected) and not hint,
+            )
         pairs = [(key, tensor, key, given[key]) for key, tensor in ours]
     else:
         if len(ours) != len(theirs):
@@ -137,3 +149,28 @@ def _first_difference(
     shorter, name = (ours, "module") if len(ours) < len(theirs) else (theirs, "state_dict")
     extra = (theirs if name == "module" else ours)[len(shorter)]
     return f"; the {name} ends first, the other continues with {extra[0]} {_shape(extra[1])}"
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the string metadata of a ``.safetensors`` file (never runs code). Raises ``OSError``
+    or ``ValueError`` for a missing or malformed file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+    except SafetensorError as error:
+        raise ValueError(f"not a readable .safetensors file ({error})") from None
+    return tensors, metadata
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """``state_dict`` as the bytes of a ``.safetensors`` file with string ``metadata`` (tensors made contiguous
+    and copied to the CPU; tensors sharing memory are copied apart, which safetensors requires)."""
+    from safetensors.torch import save
+
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()}
+    return bytes(save(tensors, metadata=dict(metadata or {})))

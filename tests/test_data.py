@@ -123,7 +123,7 @@ def test_folder_with_corrupt_image_skips_or_fails(tmp_path: Path) -> None:
     truncated.write_bytes(truncated.read_bytes()[:200])
     data = load_folder(tmp_path / "data", (3, 8, 8), 0.2, cache_dir=tmp_path / "c1")
     assert len(data.y_train) + len(data.y_val) == 15
-    report = "\n".join(data.notes)
+    report = "\n".join(data.warnings)
     assert "skipped 2 unreadable" in report and str(bad) in report and str(truncated) in report
     with pytest.raises(DataError, match="broken.png: cannot read image"):
         load_folder(tmp_path / "data", (3, 8, 8), 0.2, bad_files="error", cache_dir=tmp_path / "c2")

@@ -423,10 +423,13 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     for extra, message in cases:
         code, line = _cli_error(["train", spec, "--epochs", "1", "--out", out, *extra], capsys)
         assert code == 2 and line.startswith("cnndsl train: error: ") and message in line, (extra, line)
+        # Every error names the flag at fault.
+        assert line.removeprefix("cnndsl train: error: ").startswith(extra[0]), (extra, line)
     with open(tmp_path / "evil.pt", "wb") as handle:
         pickle.dump({"model": Path("x")}, handle, protocol=2)
     code, line = _cli_error(["eval", spec, "--weights", str(tmp_path / "evil.pt")], capsys)
     assert code == 2 and "refused to load with weights_only=True: it holds a pickled pathlib" in line
+    assert line.startswith("cnndsl eval: error: --weights ")
     code, line = _cli_error(["eval", spec, "--weights", spec], capsys)
     assert code == 2 and "it is not a torch.save file of tensors" in line
 
@@ -531,7 +534,11 @@ def test_train_on_a_folder_with_a_corrupt_image(tmp_path: Path, capsys: pytest.C
     args += ["--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "16"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"skipped 1 unreadable image file(s):\n  {broken}" in out
+    assert f"skipped 1 unreadable image file(s) of --data:\n  {broken}" in out
+    # The warning is repeated in one block after the final line, where it cannot scroll away.
+    done, _, block = out.partition("\ndone: ")
+    assert "warning: skipped 1 unreadable" in done
+    assert block.splitlines()[1] == "warnings (1):" and f"    {broken}" in block
     assert "resized images of" in out and "from 16x16 to 8x8" in out
     assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["classes"] == [
         "class0", "class1", "class2"

@@ -64,9 +64,9 @@ def depth(text: str) -> int | None:
     return value
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+def add_spec_arguments(parser: argparse.ArgumentParser, file_help: str = "the .cnn spec") -> None:
     """The spec file and the flags every spec-reading command shares."""
-    parser.add_argument("file", help="the .cnn spec")
+    parser.add_argument("file", help=file_help)
     parser.add_argument("--network", metavar="NAME", help="which network, when the file defines several")
     parser.add_argument(
         "--input",

@@ -12,6 +12,8 @@ from typing import Any
 
 from .common import CliError, add_spec_arguments, load_network, write_output
 
+RUN_HELP = "a .cnn spec, or a run folder of cnndsl train (its spec, with the classifier it was trained with)"
+
 
 def register(subparsers: Any) -> None:
     compile_parser = subparsers.add_parser(
@@ -22,7 +24,7 @@ def register(subparsers: Any) -> None:
             "with the same state_dict keys and outputs as Network.to_torch()."
         ),
     )
-    add_spec_arguments(compile_parser)
+    add_spec_arguments(compile_parser, file_help=RUN_HELP)
     compile_parser.add_argument(
         "-o", "--output", metavar="FILE", help="where to write the .py (default: stdout)"
     )
@@ -33,14 +35,28 @@ def register(subparsers: Any) -> None:
 
     export_parser = subparsers.add_parser(
         "export",
-        help="export a spec to ONNX (needs the onnx extra)",
+        help="export a spec or a trained run to ONNX (needs the onnx extra) or .safetensors",
         description=(
             "Export the compiled network to ONNX with torch.onnx.export and validate it with the onnx checker. "
-            "--input changes the input shape the model is exported for; the batch dimension stays dynamic."
+            "--input changes the input shape the model is exported for; the batch dimension stays dynamic. "
+            "Given a run folder (or --weights), the trained weights are exported; --bake-normalization puts the "
+            "training normalization into the model, so it takes raw pixels."
         ),
     )
-    add_spec_arguments(export_parser)
-    export_parser.add_argument("--onnx", metavar="FILE", required=True, help="where to write the .onnx model")
+    add_spec_arguments(
+        export_parser, file_help=RUN_HELP.replace("(its spec, with", "(its spec and best.pt, with")
+    )
+    export_parser.add_argument("--onnx", metavar="FILE", help="where to write the .onnx model")
+    export_parser.add_argument(
+        "--safetensors",
+        metavar="FILE",
+        help="where to write the weights as .safetensors (with classes and normalization as metadata)",
+    )
+    export_parser.add_argument(
+        "--bake-normalization",
+        action="store_true",
+        help="ONNX input: raw pixels (0..255, N x C x H x W float32), normalized inside the model as in training",
+    )
     export_parser.add_argument(
         "--opset", type=int, metavar="N", help="ONNX opset version (default: the exporter's)"
     )
@@ -52,7 +68,10 @@ def register(subparsers: Any) -> None:
     )
     export_parser.add_argument("--logits", action="store_true", help="drop a trailing softmax")
     export_parser.add_argument(
-        "--weights", metavar="FILE", help="a saved state_dict (torch.save) to export instead of fresh weights"
+        "--weights",
+        metavar="FILE",
+        help="trained weights to export instead of fresh ones: a cnndsl checkpoint, .safetensors or a state_dict "
+        "(default with a run folder: its best.pt)",
     )
     export_parser.add_argument(
         "--match",
@@ -64,6 +83,10 @@ def register(subparsers: Any) -> None:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    from .train import resolve_run
+
+    source_name = args.file
+    resolve_run(args, weights=False)
     network = load_network(args)
     from ..codegen import generate
 
@@ -74,7 +97,7 @@ def run_compile(args: argparse.Namespace) -> int:
     write_output(args.output, source)
     layers = len(network.layers)
     print(
-        f"{args.output}: class {_class_line(source)} ({layers} layers) written from {args.file}",
+        f"{args.output}: class {_class_line(source)} ({layers} layers) written from {source_name}",
         file=sys.stderr,
     )
     return 0
@@ -90,10 +113,40 @@ def _class_line(source: str) -> str:
 def run_export(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise CliError(f"--batch must be positive, got {args.batch}")
+    if not args.onnx and not args.safetensors:
+        raise CliError("--onnx FILE or --safetensors FILE: say what to write")
+    from .train import resolve_run
+
+    run = resolve_run(args, weights=False)
+    if run is not None and args.weights is None:
+        args.weights = str(run.weights)
     network = load_network(args)
     from ..export import ExportError, OnnxUnavailable, export_onnx
 
-    module = _load_weights(network, args.weights, args.match, args.logits) if args.weights else None
+    module, state = _load_weights(network, args) if args.weights else (None, None)
+    if (args.bake_normalization or args.safetensors) and module is None:
+        flag = "--bake-normalization" if args.bake_normalization else "--safetensors"
+        raise CliError(f"{flag} needs trained weights: give a run folder or --weights FILE")
+    if args.safetensors:
+        from ..train.checkpoint import to_safetensors
+
+        saved = dict(state or {})
+        saved["model"] = module.state_dict()  # type: ignore[union-attr]
+        saved.setdefault("network", network.name)
+        saved.setdefault("input_shape", list(network.inputs[0].shape))
+        write_output(args.safetensors, to_safetensors(saved))
+        print(f"{args.safetensors}: {len(saved['model']):,} tensors", file=sys.stderr)
+    if not args.onnx:
+        return 0
+    if args.bake_normalization:
+        from ..export import with_normalization
+        from .train import normalization_of
+
+        mean, std, pixel_max = normalization_of(
+            state, int(network.inputs[0].shape[0]), f"--weights {args.weights}"
+        )
+        assert module is not None
+        module = with_normalization(module, mean, std, pixel_max / 255.0)
     try:
         data = export_onnx(
             network,
@@ -111,22 +164,34 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_weights(network: Any, path: str, match: str, logits: bool) -> Any:
-    import torch
-
+def _load_weights(network: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    """The module with ``--weights`` loaded, and the cnndsl checkpoint it came from (None for a state_dict)."""
+    from ..train.checkpoint import is_cnndsl_checkpoint, load_checkpoint, state_dict_of
+    from ..train.errors import TrainError
+    from ..train.model import load_into
     from ..weights import WeightsMismatch, load_weights
 
+    path = args.weights
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CliError(f"cannot read {path}: no such file") from None
-    except Exception as error:  # noqa: BLE001 - unpickling raises many kinds; the user gets one line
-        raise CliError(f"cannot load weights from {path}: {str(error).strip().splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # a training checkpoint that wraps the state_dict
-    module = network.to_torch(logits=logits)
+        obj = load_checkpoint(path)
+    except TrainError as error:
+        raise CliError(f"--weights {error}") from None
+    if is_cnndsl_checkpoint(obj):
+        # Our own file: matched by name, the classifier shaped like the checkpoint's, its normalization kept.
+        module = network.to_torch(logits=args.logits)
+        try:
+            _, state = load_into(module, network, path)
+        except TrainError as error:
+            raise CliError(str(error), exit_code=1) from None
+        return module, state
     try:
-        load_weights(module, state, match=match)
+        state_dict = state_dict_of(obj, path)
+    except TrainError as error:
+        raise CliError(f"--weights {error}") from None
+    module = network.to_torch(logits=args.logits)
+    try:
+        load_weights(module, state_dict, match=args.match)
     except WeightsMismatch as error:
-        raise CliError(f"{path}: {error}", exit_code=1) from None
-    return module
+        hint = "; --match order pairs tensors by position instead" if error.order_might_fit else ""
+        raise CliError(f"--weights {path}: {error.reason}{hint}", exit_code=1) from None
+    return module, None

@@ -7,202 +7,115 @@ Importing this module must not import torch: the handlers import :mod:`cnndsl.tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import CliError, add_spec_arguments, load_network, positive_int
+from ..train.config import number, positive_int
+from .common import CliError, add_spec_arguments, load_network
 
 if TYPE_CHECKING:
     from ..network import Network
     from ..train.config import TrainConfig
 
-# Flags whose value may change when resuming; any other explicit flag that differs from the saved run is ignored
-# (with a warning), because the run continues exactly as it started.
-RESUME_OVERRIDES = (
-    "epochs",
-    "device",
-    "progress",
-    "compile",
-    "threads",
-    "data",
-    "cache_dir",
-    "eval_batch_size",
-)
 
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _names(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    return [] if names == ["none"] else names
-
-
-def _add_data_arguments(parser: argparse.ArgumentParser, val_default: float | None) -> None:
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and friends for ``eval``: defaults come from the run being evaluated."""
     parser.add_argument(
         "--data",
-        default="digits",
+        default=None,
         metavar="SOURCE",
-        help="digits (scikit-learn's 8x8 digits, the default), an image folder (DIR/<class>/<images>, or DIR/train "
-        "and DIR/val) or an .npz with x (NCHW, NHWC or NHW) and y",
+        help="digits, an image folder or an .npz (default: the data the weights were trained on, else digits)",
     )
     parser.add_argument(
         "--val-split",
-        type=_float,
-        default=val_default,
+        type=number,
+        default=None,
         metavar="F",
-        help="fraction held out for validation when the data has no split of its own"
-        + (f" (default {val_default})" if val_default is not None else " (default: the training run's)"),
+        help="fraction held out for validation when the data has no split of its own (default: the run's)",
     )
     parser.add_argument(
         "--bad-files",
         choices=("skip", "error"),
         default="skip",
-        help="unreadable images in a folder: skip them (listed in the log, the default) or stop with an error",
+        help="unreadable images in a folder: skip them (listed) or stop with an error",
     )
     parser.add_argument(
         "--cache-dir", metavar="DIR", help="where decoded image folders are cached (~/.cache/cnndsl)"
     )
 
 
-def register(subparsers: Any) -> None:
-    from ..train.config import AMP_MODES, AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
+def _default_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value) or "none"
+    return str(value)
 
-    d = TrainConfig()
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field that has help text, generated from the field: its type,
+    choices, metavar, group and default. Defaults are left out of the namespace (``SUPPRESS``), so the handler
+    knows exactly which flags were given (for ``--recipe`` and ``--resume``)."""
+    from ..train.config import cli_fields, flag_name
+
+    groups: dict[str, Any] = {}
+    for item in cli_fields():
+        meta = item.metadata
+        group = groups.get(meta["group"])
+        if group is None:
+            group = groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        factory: Any = item.default_factory
+        default = item.default if item.default is not dataclasses.MISSING else factory()
+        help_text = meta["help"]
+        if default not in (None, False, "", []) and "default" not in help_text:
+            help_text += f" (default {_default_text(default)})"
+        kwargs: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS, "help": help_text}
+        if item.type == "bool":
+            kwargs["action"] = "store_true"
+        elif item.type == "bool | None":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif item.type == "list[str]" and meta["type"] is None:
+            kwargs["action"] = "append"
+            kwargs["metavar"] = meta["metavar"]
+        else:
+            for key in ("metavar", "choices", "type"):
+                if meta[key] is not None:
+                    kwargs[key] = meta[key]
+        group.add_argument(flag_name(item.name), **kwargs)
+
+
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train the network (digits by default; image folders, .npz; torchrun for several GPUs)",
         description=(
             "Train the network on the built-in digits, an image folder or an .npz file. Writes a run folder with "
-            "the config, the spec, the summary, the diagram, metrics.jsonl/.csv, last.pt and best.pt and a plot. "
+            "the config, the spec, the summary, the diagram, metrics.jsonl/.csv, last.pt and best.pt and a plot; "
+            "eval, predict, export and compile take that folder in place of a spec. "
             "Under `torchrun --nproc_per_node N -m cnndsl train ...` it trains with DDP."
         ),
     )
     add_spec_arguments(parser)
-    _add_data_arguments(parser, d.val_split)
-    group = parser.add_argument_group("optimization")
-    group.add_argument(
-        "--epochs", type=positive_int, default=d.epochs, metavar="N", help=f"default {d.epochs}"
-    )
-    group.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=d.batch_size,
-        metavar="B",
-        help=f"global batch size, split over torchrun processes (default {d.batch_size})",
-    )
-    group.add_argument(
-        "--eval-batch-size", type=positive_int, default=None, metavar="B", help="default 4 x --batch-size"
-    )
-    group.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
-    group.add_argument(
-        "--lr",
-        type=_float,
-        default=None,
-        metavar="LR",
-        help="learning rate (default: sgd 0.05, adam/adamw 0.002)",
-    )
-    group.add_argument(
-        "--momentum", type=_float, default=d.momentum, help=f"sgd momentum (default {d.momentum})"
-    )
-    group.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
-    group.add_argument(
-        "--weight-decay", type=_float, default=d.weight_decay, metavar="WD", help=f"default {d.weight_decay}"
-    )
-    group.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help=f"default {d.schedule}")
-    group.add_argument(
-        "--warmup-epochs",
-        type=_float,
-        default=d.warmup_epochs,
-        metavar="E",
-        help="linear warm-up (may be fractional)",
-    )
-    group.add_argument(
-        "--step-size", type=int, default=d.step_size, metavar="E", help="epochs between step decays"
-    )
-    group.add_argument("--gamma", type=_float, default=d.gamma, help=f"step decay factor (default {d.gamma})")
-    group.add_argument(
-        "--label-smoothing",
-        type=_float,
-        default=d.label_smoothing,
-        metavar="S",
-        help=f"default {d.label_smoothing}",
-    )
-    group.add_argument(
-        "--clip-grad", type=_float, default=None, metavar="NORM", help="clip the gradient norm"
-    )
-    group.add_argument(
-        "--augment",
-        type=_names,
-        default=d.augment,
-        metavar="LIST",
-        help=f"on-device augmentation, comma-separated: {', '.join(AUGMENTATIONS)}; crop:N shifts by up to N "
-        f"pixels (crop: 1/16 of the size); none (default {','.join(d.augment)})",
-    )
-    group.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed (default 0); given explicitly it also forces deterministic GPU kernels",
-    )
-    group = parser.add_argument_group("hardware")
-    group.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
-    group.add_argument(
-        "--amp", choices=AMP_MODES, default=d.amp, help="mixed precision (auto: bf16 on a GPU)"
-    )
-    group.add_argument(
-        "--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)"
-    )
-    group.add_argument("--compile", action="store_true", help="torch.compile the model")
-    group.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="CPU threads for torch (default: 1 for a small model, whose layers gain little from threads and lose "
-        "much on a busy machine; else torch's default)",
-    )
-    group = parser.add_argument_group("transfer learning")
-    group.add_argument(
-        "--init-from",
-        metavar="FILE",
-        help="start from weights: a cnndsl checkpoint or a state_dict (torchvision)",
-    )
-    group.add_argument(
-        "--freeze",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="freeze layers whose path matches the glob, e.g. 'Stage.0/*' or 'conv.*' (repeatable)",
-    )
-    group = parser.add_argument_group("run")
-    group.add_argument("--out", metavar="DIR", help="run folder (default runs/<spec name>)")
-    group.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    group.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar per epoch (default: when stderr is a terminal)",
-    )
-    parser.set_defaults(handler=run_train, parser_defaults=_defaults(parser))
+    add_config_flags(parser)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.set_defaults(handler=run_train)
 
+    run_help = "a .cnn spec, or a run folder of cnndsl train (its spec, best.pt, data and normalization)"
     evaluate = subparsers.add_parser(
         "eval",
         help="accuracy and confusion matrix of trained weights",
-        description="Evaluate weights (a cnndsl checkpoint or a state_dict) on a data set's validation split.",
+        description="Evaluate weights (a run folder, a cnndsl checkpoint, a .safetensors file or a state_dict) on "
+        "a data set's validation split.",
     )
-    add_spec_arguments(evaluate)
+    add_spec_arguments(evaluate, file_help=run_help)
     evaluate.add_argument(
-        "--weights", required=True, metavar="FILE", help="best.pt / last.pt or a state_dict"
+        "--weights",
+        metavar="FILE",
+        help="best.pt / last.pt / .safetensors or a state_dict (default with a run folder: its best.pt)",
     )
-    _add_data_arguments(evaluate, None)
+    _add_data_arguments(evaluate)
     evaluate.add_argument(
         "--split", choices=("val", "train", "all"), default="val", help="which images (default val)"
     )
@@ -216,68 +129,71 @@ def register(subparsers: Any) -> None:
         help="top-k classes of image files",
         description="Classify image files with trained weights; prints the k most probable classes of each.",
     )
-    add_spec_arguments(predict)
+    add_spec_arguments(predict, file_help=run_help)
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (png, jpg, ...)")
-    predict.add_argument("--weights", required=True, metavar="FILE", help="best.pt / last.pt or a state_dict")
+    predict.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="best.pt / last.pt / .safetensors or a state_dict (default with a run folder: its best.pt)",
+    )
     predict.add_argument("--top-k", "-k", type=positive_int, default=5, metavar="K", help="default 5")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     predict.set_defaults(handler=run_predict)
 
 
-def _defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
-    return {action.dest: action.default for action in parser._actions if action.dest != "help"}
-
-
 # -------------------------------------------------------------------------------------------------- train ---
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The config flags given on the command line (the parser leaves the others out)."""
+    from ..train.config import cli_fields
+
+    return {f.name: getattr(args, f.name) for f in cli_fields() if hasattr(args, f.name)}
+
+
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    from ..train.config import TrainConfig
+    """Defaults, then the ``--recipe``, then the flags given."""
+    from ..train.config import TrainConfig, apply_recipe
 
-    return TrainConfig(
-        spec=args.file,
-        network=args.network,
-        data=args.data,
-        val_split=args.val_split,
-        bad_files=args.bad_files,
-        cache_dir=args.cache_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size or 0,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=args.nesterov,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        step_size=args.step_size,
-        gamma=args.gamma,
-        label_smoothing=args.label_smoothing,
-        clip_grad=args.clip_grad,
-        augment=list(args.augment),
-        device=args.device,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        threads=args.threads,
-        seed=0 if args.seed is None else args.seed,
-        deterministic=args.seed is not None,
-        init_from=args.init_from,
-        freeze=list(args.freeze),
-        out=args.out or os.path.join("runs", Path(args.file).stem),
-        progress=args.progress,
-    )
+    given = _given(args)
+    config = TrainConfig(spec=args.file, network=args.network)
+    if given.get("recipe"):
+        config = apply_recipe(config, given["recipe"], keep=set(given))
+    config = dataclasses.replace(config, **given)
+    config.deterministic = "seed" in given
+    config.out = config.out or os.path.join("runs", Path(args.file).stem)
+    return config
 
 
-def _resume_config(args: argparse.Namespace, fresh: TrainConfig, log: Any) -> TrainConfig:
-    """The saved run's config, with the flags that may change taken from the command line."""
+def _resume_config(
+    args: argparse.Namespace, fresh: TrainConfig, state: dict[str, Any], warn: Any
+) -> TrainConfig:
+    """The saved run's config, with the flags that may change when resuming taken from the command line."""
+    from ..train.config import TrainConfig, cli_fields, flag_name
+
+    saved = TrainConfig.from_dict(dict(state["config"]))
+    given = _given(args)
+    ignored = []
+    for item in cli_fields():
+        if item.name not in given or item.name == "out":
+            continue
+        if item.metadata["resume"]:
+            setattr(saved, item.name, getattr(fresh, item.name))
+        elif getattr(fresh, item.name) != getattr(saved, item.name):
+            ignored.append(flag_name(item.name))
+    if ignored:
+        warn(f"--resume continues with the run's saved settings; ignoring {', '.join(ignored)}")
+    saved.out = fresh.out
+    return saved
+
+
+def _read_last(out: str) -> dict[str, Any]:
+    """``last.pt`` of the run to resume, read once (the trainer restores from this same dict)."""
     from ..train.checkpoint import is_cnndsl_checkpoint, load_checkpoint
-    from ..train.config import TrainConfig
     from ..train.errors import TrainError
 
-    path = Path(fresh.out) / "last.pt"
+    path = Path(out) / "last.pt"
     if not path.is_file():
         raise CliError(f"--resume: {path} does not exist (start without --resume, or pass the run's --out)")
     try:
@@ -286,25 +202,7 @@ def _resume_config(args: argparse.Namespace, fresh: TrainConfig, log: Any) -> Tr
         raise CliError(f"--resume: {error}") from None
     if not is_cnndsl_checkpoint(state):
         raise CliError(f"--resume: {path} is not a cnndsl checkpoint")
-    saved = TrainConfig.from_dict(dict(state["config"]))
-    defaults = args.parser_defaults
-    explicit = {dest for dest, default in defaults.items() if getattr(args, dest, default) != default}
-    for name in RESUME_OVERRIDES:
-        flag = name if name in defaults else None
-        if flag and flag in explicit:
-            setattr(saved, name, getattr(fresh, name))
-    ignored = []
-    for dest in sorted(
-        explicit - set(RESUME_OVERRIDES) - {"resume", "out", "file", "handler", "parser_defaults"}
-    ):
-        value = getattr(fresh, dest, None)
-        if hasattr(saved, dest) and value != getattr(saved, dest):
-            ignored.append(f"--{dest.replace('_', '-')}")
-    if ignored:
-        log(f"resuming with the run's saved settings; ignoring {', '.join(ignored)}")
-    saved.out = fresh.out
-    saved.progress = fresh.progress if "progress" in explicit else saved.progress
-    return saved
+    return dict(state)
 
 
 def _summary_text(network: Network, frozen: list[str] | None = None) -> str | None:
@@ -342,45 +240,93 @@ def _diagram(network: Network) -> str | None:
 def run_train(args: argparse.Namespace) -> int:
     from ..train import ddp
     from ..train.errors import NonFiniteLoss, TrainError
-    from ..train.loop import Extras, Trainer, copy_spec_files
+    from ..train.loop import Extras, Trainer
+    from ..train.runfolder import copy_spec_files
 
     network = load_network(args)
     try:
-        ctx = ddp.init_distributed(args.device)
+        ctx = ddp.init_distributed(getattr(args, "device", "auto"))
     except TrainError as error:
         raise CliError(str(error)) from None
+    warned: list[str] = []
 
     def log(line: str) -> None:
         if ctx.is_main:
             print(line, flush=True)
 
+    def warn(message: str) -> None:
+        warned.append(message)
+        log(f"warning: {message}")
+
+    trainer: Trainer | None = None
+    finished = False
     try:
         config = _config_from_args(args)
-        if args.resume:
-            config = _resume_config(args, config, log)
+        state = _read_last(config.out) if args.resume else None
+        if state is not None:
+            config = _resume_config(args, config, state, warn)
         summary = _summary_text(network)
         if summary and ctx.is_main:
             print(summary, end="", flush=True)
         extras = Extras(spec_files=copy_spec_files(network), summary=summary, diagram_dot=_diagram(network))
-        trainer = Trainer(config, network, ctx=ctx, resume=args.resume, extras=extras, log=log)
+        trainer = Trainer(
+            config, network, ctx=ctx, resume=args.resume, resume_state=state, extras=extras, log=log
+        )
         if trainer.model_info.frozen and extras.summary is not None:
             count = sum(p.numel() for p in trainer.model.parameters() if not p.requires_grad)
             extras.summary += "\n" + _frozen_text(trainer.model_info.frozen, count)
         result = trainer.run()
+        finished = True
     except NonFiniteLoss as error:
         raise CliError(str(error), exit_code=1) from None
-    except TrainError as error:
+    except (TrainError, ValueError) as error:
         raise CliError(str(error)) from None
     except KeyboardInterrupt:
         out = config.out if "config" in locals() else "the run folder"
         raise CliError(f"interrupted; continue with --resume (last.pt in {out})", exit_code=130) from None
     finally:
         ddp.shutdown()
+        # Warnings again, together, where they cannot scroll away: also when the run failed.
+        every = warned + (trainer.warnings if trainer is not None else [])
+        if every and ctx.is_main and not finished:
+            print(_warnings_block(every), file=sys.stderr, flush=True)
     log(result.final_line())
+    if warned or result.warnings:
+        log(_warnings_block(warned + result.warnings))
     return 0
 
 
+def _warnings_block(warnings: list[str]) -> str:
+    from ..train.loop import warnings_block
+
+    return warnings_block(warnings)
+
+
 # ------------------------------------------------------------------------------------------ eval, predict ---
+
+
+def resolve_run(args: argparse.Namespace, weights: bool = True) -> Any:
+    """When ``args.file`` is a run folder, point ``args.file`` at its spec, ``args.network`` at its network and
+    (when not given) ``args.weights`` at its best.pt; returns the :class:`RunFolder`, or None for a spec."""
+    from ..train.errors import TrainError
+    from ..train.runfolder import open_run
+
+    if not os.path.isdir(args.file):
+        if weights and getattr(args, "weights", "") is None:
+            raise CliError(
+                f"--weights FILE is needed with a spec ({args.file}); or give a run folder instead"
+            )
+        return None
+    try:
+        run = open_run(args.file)
+    except TrainError as error:
+        raise CliError(str(error)) from None
+    args.file = str(run.spec)
+    if args.network is None:
+        args.network = run.network_name
+    if weights and getattr(args, "weights", "") is None:
+        args.weights = str(run.weights)
+    return run
 
 
 def _load_weights(args: argparse.Namespace, network: Network) -> tuple[Any, dict[str, Any] | None, list[str]]:
@@ -413,53 +359,70 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from ..train.augment import BatchPipeline, channel_stats
-    from ..train.data import load_data
+    from ..train.data import DataSet, load_data
     from ..train.errors import TrainError
-    from ..train.evaluate import evaluate_tensors, format_confusion
+    from ..train.evaluate import evaluate_batches, format_confusion
     from ..train.model import classifier_outputs
+    from ..train.source import open_sources
 
+    resolve_run(args)
     network = load_network(args)
     module, state, notes = _load_weights(args, network)
     saved = dict(state.get("config") or {}) if state else {}
     val_split = args.val_split if args.val_split is not None else float(saved.get("val_split", 0.2))
+    source = args.data or saved.get("data") or "digits"
+    if args.data is None:
+        notes.append(
+            f"--data {source}: the data the weights were trained on"
+            if saved.get("data")
+            else "--data digits: the default (the weights record no data)"
+        )
     try:
         data = load_data(
-            args.data,
+            source,
             network.inputs[0].shape,
             val_split=val_split,
             bad_files=args.bad_files,
-            cache_dir=args.cache_dir,
+            cache_dir=args.cache_dir or saved.get("cache_dir"),
         )
     except TrainError as error:
         raise CliError(str(error)) from None
     outputs = classifier_outputs(module, network)
     if data.num_classes > outputs:
-        raise CliError(f"{args.data} has {data.num_classes} classes but the weights give {outputs} scores")
+        raise CliError(
+            f"--data {source} has {data.num_classes} classes but the weights give {outputs} scores"
+        )
     classes = list(state["classes"]) if state else data.classes
     if state and list(data.classes) != classes[: data.num_classes]:
-        raise CliError(f"the weights were trained on classes {classes}, but {args.data} has {data.classes}")
+        raise CliError(
+            f"--data {source} has classes {data.classes}, but the weights were trained on {classes}"
+        )
     if state:
         mean, std = state["normalize"]["mean"], state["normalize"]["std"]
-    else:
+    elif isinstance(data, DataSet):
         mean, std = channel_stats(torch.from_numpy(data.x_train))
         notes.append("normalized with the data's statistics (the weights carry none)")
-    x = {"val": data.x_val, "train": data.x_train, "all": np.concatenate([data.x_train, data.x_val])}[
-        args.split
-    ]
-    y = {"val": data.y_val, "train": data.y_train, "all": np.concatenate([data.y_train, data.y_val])}[
-        args.split
-    ]
-    if len(y) == 0:
-        raise CliError(f"the {args.split} split of {args.data} is empty (see --val-split)")
+    else:
+        raise CliError(
+            f"--weights {args.weights}: carries no normalization statistics to evaluate streamed data"
+        )
     device = _device(args.device)
+    train_source, val_source = open_sources(data, device, workers=0)
+    chosen = {"val": [val_source], "train": [train_source], "all": [train_source, val_source]}[args.split]
+    if sum(len(s) for s in chosen) == 0:
+        raise CliError(f"--split {args.split}: that part of --data {source} is empty (see --val-split)")
     module.to(device)
-    result = evaluate_tensors(
-        module,
-        torch.from_numpy(x).to(device),
-        torch.from_numpy(y).to(device),
-        BatchPipeline(mean, std, device=device),
-        batch_size=args.batch_size,
-        num_classes=outputs,
+
+    def batches() -> Any:
+        for part in chosen:
+            plan = [
+                (np.arange(i, min(i + args.batch_size, len(part))), 0)
+                for i in range(0, len(part), args.batch_size)
+            ]
+            yield from part.batches(plan)
+
+    result = evaluate_batches(
+        module, batches(), BatchPipeline(mean, std, device=device), device=device, num_classes=outputs
     )
     assert result.confusion is not None
     names = classes + [str(i) for i in range(len(classes), outputs)]
@@ -468,7 +431,7 @@ def run_eval(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "weights": args.weights,
-                    "data": args.data,
+                    "data": source,
                     "split": args.split,
                     "images": result.count,
                     "accuracy": result.accuracy,
@@ -481,13 +444,35 @@ def run_eval(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    for note in data.notes + notes:
+    for note in data.notes + data.warnings + notes:
         print(note, file=sys.stderr)
     print(f"{network.name} on {data.name} ({args.split}, {result.count:,} images)")
     print(f"accuracy {100 * result.accuracy:.2f}%  loss {result.loss:.4f}")
     print()
     print(format_confusion(result.confusion, names))
     return 0
+
+
+IMAGENET_MEAN = [123.675, 116.28, 103.53]
+IMAGENET_STD = [58.395, 57.12, 57.375]
+
+
+def normalization_of(
+    state: dict[str, Any] | None, channels: int, what: str
+) -> tuple[list[float], list[float], float]:
+    """(mean, std, pixel_max) of trained weights: the checkpoint's, or torchvision's ImageNet statistics for a bare
+    state_dict of a 3-channel network."""
+    if state:
+        return (
+            list(state["normalize"]["mean"]),
+            list(state["normalize"]["std"]),
+            float(state.get("pixel_max", 255.0)),
+        )
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD, 255.0
+    raise CliError(
+        f"{what}: these weights carry no normalization statistics; give a run folder or its best.pt"
+    )
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -499,24 +484,18 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..train.evaluate import top_k
     from ..train.model import classifier_outputs
 
+    resolve_run(args)
     network = load_network(args)
     module, state, _notes = _load_weights(args, network)
     shape = network.inputs[0].shape
-    if state:
-        mean, std = state["normalize"]["mean"], state["normalize"]["std"]
-        classes = list(state["classes"])
-        pixel_max = float(state.get("pixel_max", 255.0))
-    elif shape[0] == 3:
-        # A bare state_dict carries no statistics: assume torchvision's ImageNet normalization.
-        mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-        classes = [str(i) for i in range(classifier_outputs(module, network))]
-        pixel_max = 255.0
-    else:
-        raise CliError("these weights carry no normalization statistics; predict needs a cnndsl checkpoint")
+    mean, std, pixel_max = normalization_of(state, int(shape[0]), f"--weights {args.weights}")
+    classes = (
+        list(state["classes"]) if state else [str(i) for i in range(classifier_outputs(module, network))]
+    )
     try:
         images = load_image_files(args.images, shape, pixel_max)
     except TrainError as error:
-        raise CliError(str(error)) from None
+        raise CliError(f"IMAGE {error}") from None
     device = _device(args.device)
     module.to(device)
     prepare = BatchPipeline(mean, std, device=device)

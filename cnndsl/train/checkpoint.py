@@ -11,6 +11,7 @@ records), ``config`` and ``spec_text``.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import re
@@ -37,8 +38,44 @@ def save_checkpoint(state: dict[str, Any], paths: Iterable[str | os.PathLike[str
         atomic_write(path, data)
 
 
+SAFETENSORS_KEY = "cnndsl"
+"""The metadata entry of a ``.safetensors`` file that holds a checkpoint's plain data (JSON)."""
+
+
+def to_safetensors(state: dict[str, Any]) -> bytes:
+    """A checkpoint's weights as ``.safetensors`` bytes, its classes, normalization and spec as metadata:
+    everything ``eval``, ``predict`` and ``export`` need, and nothing that can run code."""
+    from ..weights import save_state_dict
+
+    plain = {key: state.get(key) for key in ("network", "input_shape", "classes", "normalize", "pixel_max")}
+    plain["config"] = {k: v for k, v in dict(state.get("config") or {}).items() if k in ("data", "val_split")}
+    plain["spec_text"] = state.get("spec_text", "")
+    return save_state_dict(state["model"], {SAFETENSORS_KEY: json.dumps(plain), "format": FORMAT})
+
+
+def _load_safetensors(path: str | os.PathLike[str]) -> Any:
+    from ..weights import read_state_dict
+
+    try:
+        tensors, metadata = read_state_dict(path)
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no such file") from None
+    except (OSError, ValueError) as error:
+        raise TrainError(f"{path}: {error}") from None
+    if SAFETENSORS_KEY not in metadata:
+        return tensors  # a bare state_dict (another framework's)
+    try:
+        plain = json.loads(metadata[SAFETENSORS_KEY])
+    except ValueError:
+        raise TrainError(f"{path}: its {SAFETENSORS_KEY!r} metadata is not JSON") from None
+    return {**plain, "format": FORMAT, "version": VERSION, "model": tensors}
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with the errors a user can cause turned into :class:`TrainError`."""
+    """``torch.load(path, weights_only=True)``, or a ``.safetensors`` file, with the errors a user can cause
+    turned into :class:`TrainError`."""
+    if str(path).lower().endswith(".safetensors"):
+        return _load_safetensors(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

@@ -4,6 +4,10 @@ Every source becomes a :class:`DataSet` of NCHW arrays already adapted to the sp
 size), split into train and validation sets deterministically. Arrays stay in NumPy here; the training loop moves
 them to the device once. Pixel values keep their source scale (0..255 for images and digits); the loop normalizes
 with per-channel statistics of the training set.
+
+An image folder whose decoded images would exceed the memory budget becomes a :class:`StreamedSet` instead: the
+images are decoded once into a cache file of raw uint8 rows (:class:`RowsFile`), and training reads batches of
+rows from it in DataLoader workers, so memory does not grow with the data set.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import hashlib
 import importlib.util
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .config import default_memory_budget, format_size
 from .errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -42,7 +47,10 @@ class DataSet:
     """The value of a white pixel in this data (255 for images, 1.0 for npz data in [0, 1]); ``predict`` scales
     image files to it."""
     notes: list[str] = field(default_factory=list)
-    """What was done to the data (resizing, channel changes, skipped files): the training log prints these."""
+    """What was done to the data (resizing, channel changes): the training log prints these."""
+    warnings: list[str] = field(default_factory=list)
+    """What the user should know (skipped files): printed, and repeated at the end of the run."""
+    streamed = False
 
     @property
     def num_classes(self) -> int:
@@ -269,12 +277,15 @@ def load_folder(
     *,
     bad_files: str = "skip",
     cache_dir: str | os.PathLike[str] | None = None,
-) -> DataSet:
+    memory_budget: int | None = None,
+) -> DataSet | StreamedSet:
     """An image folder as torchvision's ImageFolder reads it: ``root/<class>/<image>``, classes in sorted order.
     When ``root`` holds ``train/`` and ``val/`` folders of that layout, they are the split.
 
     Images are decoded once with Pillow (converted to L or RGB and resized to the spec's input) and cached as a
-    ``.npz`` under ``cache_dir`` (default ``~/.cache/cnndsl``), keyed by the files' names, sizes and times."""
+    ``.npz`` under ``cache_dir`` (default ``~/.cache/cnndsl``), keyed by the files' names, sizes and times.
+    When the decoded images would exceed ``memory_budget`` bytes (default :func:`default_memory_budget`), they
+    are streamed instead (:class:`StreamedSet`)."""
     base = Path(root)
     if not base.is_dir():
         raise DataError(f"--data {root}: no such folder")
@@ -293,7 +304,30 @@ def load_folder(
         raise DataError(f"{base}: train/ and val/ must have the same class folders")
 
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    notes: list[str] = []
+    c, h, w = _target(shape)
+    count = sum(len(files) for _, files in listed.values())
+    decoded = count * c * h * w
+    budget = memory_budget if memory_budget is not None else default_memory_budget()
+    size_text = f"{format_size(decoded)} decoded ({count:,} images of {c}x{h}x{w} bytes)"
+    if decoded > budget:
+        return _stream_folder(
+            base,
+            parts,
+            listed,
+            classes,
+            shape,
+            val_split,
+            bad_files,
+            cache,
+            (
+                f"streaming the data from a uint8 cache file through DataLoader workers: {size_text} exceed "
+                f"--memory-budget {format_size(budget)}"
+            ),
+        )
+    notes: list[str] = [
+        f"holding the data in memory: {size_text}, within --memory-budget {format_size(budget)}"
+    ]
+    warned: list[str] = []
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for part, (_, files) in listed.items():
         key = _cache_key(parts[part], shape, files)
@@ -316,7 +350,7 @@ def load_folder(
         if bad:
             listed_bad = "\n  ".join(bad[:_MAX_LISTED])
             more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-            notes.append(f"skipped {len(bad)} unreadable image file(s):\n  {listed_bad}{more}")
+            warned.append(f"skipped {len(bad)} unreadable image file(s) of --data:\n  {listed_bad}{more}")
         if len(arrays[part][1]) == 0:
             raise DataError(f"{parts[part]}: none of the image files could be read")
         _, h, w = _target(shape)
@@ -324,9 +358,11 @@ def load_folder(
             notes.append(f"resized images of {parts[part]} from {sizes_note} to {h}x{w} (bilinear)")
     if split_folders:
         (xt, yt), (xv, yv) = arrays["train"], arrays["val"]
-        return DataSet(str(base), xt, yt, xv, yv, classes, 255.0, notes)
+        return DataSet(str(base), xt, yt, xv, yv, classes, 255.0, notes, warned)
     x, y = arrays["all"]
-    return _split(str(base), x, y, classes, val_split, notes, 255.0)
+    data = _split(str(base), x, y, classes, val_split, notes, 255.0)
+    data.warnings = warned
+    return data
 
 
 def _write_cache(path: Path, x: np.ndarray, y: np.ndarray, bad: list[str], sizes: str) -> None:
@@ -450,14 +486,37 @@ def load_data(
     val_split: float = 0.2,
     bad_files: str = "skip",
     cache_dir: str | os.PathLike[str] | None = None,
-) -> DataSet:
-    """``digits``, a folder, or an ``.npz`` file, adapted to the input ``shape`` (C, H, W)."""
+    memory_budget: int | None = None,
+) -> DataSet | StreamedSet:
+    """``digits``, a folder, or an ``.npz`` file, adapted to the input ``shape`` (C, H, W). An image folder
+    larger than ``memory_budget`` once decoded is streamed (:class:`StreamedSet`); the others are read whole.
+
+    Every :class:`DataError` names ``--data``: the command line prints it as one line, and the user must know
+    which argument was at fault."""
+    try:
+        return _load_data(source, shape, val_split, bad_files, cache_dir, memory_budget)
+    except DataError as error:
+        if str(error).startswith("--data"):
+            raise
+        raise DataError(f"--data {error}") from None
+
+
+def _load_data(
+    source: str,
+    shape: Sequence[int],
+    val_split: float,
+    bad_files: str,
+    cache_dir: str | os.PathLike[str] | None,
+    memory_budget: int | None,
+) -> DataSet | StreamedSet:
     if source == "digits":
         return load_digits(shape, val_split)
     if source.lower().endswith(".npz"):
         return load_npz(source, shape, val_split)
     if os.path.isdir(source):
-        return load_folder(source, shape, val_split, bad_files=bad_files, cache_dir=cache_dir)
+        return load_folder(
+            source, shape, val_split, bad_files=bad_files, cache_dir=cache_dir, memory_budget=memory_budget
+        )
     if os.path.exists(source):
         raise DataError(f"--data {source}: expected 'digits', an image folder or an .npz file")
     raise DataError(f"--data {source}: no such file or folder (or use --data digits)")
@@ -475,3 +534,183 @@ def load_image_files(paths: Sequence[str], shape: Sequence[int], pixel_max: floa
             raise DataError(f"{path}: cannot read image: {error}") from None
         images.append(array.astype(np.float32) * (pixel_max / 255.0))
     return np.stack(images)
+
+
+# -------------------------------------------------------------------------------------------- streaming ---
+
+_STREAM_CHUNK = 256
+"""Images decoded per write while building a rows cache: bounds the memory of the build."""
+
+
+@dataclass
+class RowsFile:
+    """Images stored as raw uint8 rows of C*H*W bytes in one file; a data set is a selection of its rows."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    rows: np.ndarray
+    """(n,) int64: the file's row of each image of this set, in order."""
+    labels: np.ndarray
+    """(n,) int64 class indices."""
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        """The images at ``positions`` (indices into this set) as a (b, C, H, W) uint8 array: one ``pread`` per
+        image, in file order (the page cache, not this process, holds what was read)."""
+        size = int(np.prod(self.shape))
+        rows = self.rows[positions]
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), size), dtype=np.uint8)
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            for slot in order:
+                data = os.pread(descriptor, size, int(rows[slot]) * size)
+                if len(data) != size:
+                    raise DataError(f"{self.path}: the cache file is truncated (delete it to decode again)")
+                out[slot] = np.frombuffer(data, dtype=np.uint8)
+        finally:
+            os.close(descriptor)
+        return out.reshape(len(rows), *self.shape)
+
+    def chunks(self, chunk: int) -> Iterable[np.ndarray]:
+        """The whole set in order, ``chunk`` images at a time."""
+        for start in range(0, len(self.rows), chunk):
+            yield self.read(np.arange(start, min(start + chunk, len(self.rows))))
+
+
+@dataclass
+class StreamedSet:
+    """An image folder too large to hold: its decoded images stay in a cache file and are read per batch."""
+
+    name: str
+    train: RowsFile
+    val: RowsFile
+    classes: list[str]
+    pixel_max: float = 255.0
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    streamed = True
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.train.labels
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self.val.labels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> str:
+        c, h, w = self.train.shape
+        return (
+            f"{self.name}: {len(self.y_train):,} train / {len(self.y_val):,} val images of {c}x{h}x{w}, "
+            f"{self.num_classes} classes (streamed)"
+        )
+
+
+def _build_rows(
+    files: list[tuple[Path, int]], shape: Sequence[int], bad_files: str, path: Path
+) -> tuple[np.ndarray, list[str], str]:
+    """Decode ``files`` into the rows file ``path`` (written whole, then renamed into place), a chunk of images
+    at a time. Returns the labels of the images kept, the unreadable files and the original sizes."""
+    import json
+
+    c, h, w = _target(shape)
+    labels: list[int] = []
+    bad: list[str] = []
+    sizes: set[tuple[int, int]] = set()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".u8", delete=False) as handle:
+        temp = Path(handle.name)
+        try:
+            for start in range(0, len(files), _STREAM_CHUNK):
+                part = files[start : start + _STREAM_CHUNK]
+                x, y, part_bad, part_sizes = _decode_files(part, shape, bad_files)
+                handle.write(np.ascontiguousarray(x).tobytes())
+                labels.extend(int(v) for v in y)
+                bad.extend(part_bad)
+                sizes |= part_sizes
+        except BaseException:
+            handle.close()
+            temp.unlink(missing_ok=True)
+            raise
+    sizes_note = _size_text(sizes) if sizes else ""
+    meta = {"shape": [c, h, w], "labels": labels, "bad": bad, "sizes": sizes_note}
+    meta_temp = temp.with_suffix(".json")
+    meta_temp.write_text(json.dumps(meta))
+    os.replace(temp, path)
+    os.replace(meta_temp, path.with_suffix(".json"))  # written last: its presence marks a complete cache
+    return np.array(labels, dtype=np.int64), bad, sizes_note
+
+
+def _open_rows(
+    folder: Path, files: list[tuple[Path, int]], shape: Sequence[int], bad_files: str, cache: Path
+) -> tuple[RowsFile, list[str], list[str]]:
+    """The rows cache of ``folder`` (built once; keyed like the .npz cache), with notes and the skipped files."""
+    import json
+
+    path = cache / f"rows-{_cache_key(folder, shape, files)}.u8"
+    meta_path = path.with_suffix(".json")
+    notes: list[str] = []
+    if meta_path.is_file() and path.is_file():
+        meta = json.loads(meta_path.read_text())
+        labels, bad, sizes = np.array(meta["labels"], dtype=np.int64), list(meta["bad"]), str(meta["sizes"])
+        notes.append(f"read {folder} from the cache {path}")
+        if bad and bad_files == "error":  # the cache was built by a run that skipped these files
+            raise DataError(
+                f"{bad[0].replace(': ', ': cannot read image: ', 1)} (--bad-files skip skips such files)"
+            )
+    else:
+        labels, bad, sizes = _build_rows(files, shape, bad_files, path)
+        notes.append(f"decoded {folder} once into the cache {path}")
+    if len(labels) == 0:
+        raise DataError(f"{folder}: none of the image files could be read")
+    _, h, w = _target(shape)
+    if sizes and sizes != f"{h}x{w}":
+        notes.append(f"resized images of {folder} from {sizes} to {h}x{w} (bilinear)")
+    c = _target(shape)[0]
+    rows = RowsFile(path, (c, h, w), np.arange(len(labels), dtype=np.int64), labels)
+    return rows, notes, bad
+
+
+def _stream_folder(
+    base: Path,
+    parts: dict[str, Path],
+    listed: dict[str, tuple[list[str], list[tuple[Path, int]]]],
+    classes: list[str],
+    shape: Sequence[int],
+    val_split: float,
+    bad_files: str,
+    cache: Path,
+    why: str,
+) -> StreamedSet:
+    notes = [why]
+    warned: list[str] = []
+    opened: dict[str, RowsFile] = {}
+    for part, (_, files) in listed.items():
+        rows, more, bad = _open_rows(parts[part], files, shape, bad_files, cache)
+        opened[part] = rows
+        notes.extend(more)
+        if bad:
+            listed_bad = "\n  ".join(bad[:_MAX_LISTED])
+            extra = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+            warned.append(f"skipped {len(bad)} unreadable image file(s) of --data:\n  {listed_bad}{extra}")
+    if "all" not in opened:
+        return StreamedSet(str(base), opened["train"], opened["val"], classes, 255.0, notes, warned)
+    whole = opened["all"]
+    train, val = split_indices(whole.labels, val_split)
+    if val_split > 0:
+        notes.append(
+            f"split {len(whole.labels):,} images into train/val ({1 - val_split:.0%}/{val_split:.0%}, stratified, "
+            "fixed)"
+        )
+
+    def subset(index: np.ndarray) -> RowsFile:
+        return RowsFile(whole.path, whole.shape, whole.rows[index], whole.labels[index])
+
+    return StreamedSet(str(base), subset(train), subset(val), classes, 255.0, notes, warned)

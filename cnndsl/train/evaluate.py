@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,23 +51,45 @@ def evaluate_tensors(
     Under torchrun each process evaluates its contiguous shard and the sums are reduced. With ``num_classes``
     the confusion matrix is computed too (on the device, one ``bincount`` per batch)."""
     ctx = ctx or DistContext()
+    lo, hi = ctx.shard(0, len(y))
+    batches = (
+        (x[start : min(start + batch_size, hi)], y[start : min(start + batch_size, hi)])
+        for start in range(lo, hi, batch_size)
+    )
+    return evaluate_batches(
+        model, batches, prepare, device=y.device, autocast=autocast, ctx=ctx, num_classes=num_classes
+    )
+
+
+@torch.no_grad()
+def evaluate_batches(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    prepare: Callable[[torch.Tensor, bool], torch.Tensor],
+    *,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    ctx: DistContext | None = None,
+    num_classes: int | None = None,
+) -> EvalResult:
+    """:func:`evaluate_tensors` over (stored images, labels) batches on ``device`` (this process's shard), from
+    any source: a tensor in memory or a streaming loader."""
+    ctx = ctx or DistContext()
     was_training = model.training
     model.eval()
-    lo, hi = ctx.shard(0, len(y))
-    totals = torch.zeros(3, dtype=torch.float64, device=y.device)  # loss sum, correct, count
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
     confusion = (
-        torch.zeros(num_classes * num_classes, dtype=torch.long, device=y.device) if num_classes else None
+        torch.zeros(num_classes * num_classes, dtype=torch.long, device=device) if num_classes else None
     )
-    for start in range(lo, hi, batch_size):
-        stop = min(start + batch_size, hi)
-        xb, yb = prepare(x[start:stop], False), y[start:stop]
+    for xb_raw, yb in batches:
+        xb = prepare(xb_raw, False)
         with autocast():
             logits = model(xb)
         logits = logits.float()
         totals[0] += F.cross_entropy(logits, yb, reduction="sum").double()
         predicted = logits.argmax(dim=1)
         totals[1] += (predicted == yb).sum()
-        totals[2] += stop - start
+        totals[2] += len(yb)
         if confusion is not None and num_classes:
             confusion += torch.bincount(yb * num_classes + predicted, minlength=num_classes * num_classes)
     ctx.all_reduce_sum(totals)

@@ -15,19 +15,37 @@ from typing import Any
 
 from .checkpoint import atomic_write
 
-FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s", "time_s")
+FIELDS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "images_per_s",
+    "time_s",
+)
+OPTIONAL_FIELDS = ("val_acc_ema",)
+"""Columns present only in runs that have them (``--ema``)."""
+
+
+def fields_of(history: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    extra = tuple(k for k in OPTIONAL_FIELDS if any(r.get(k) is not None for r in history))
+    return FIELDS + extra
 
 
 def to_jsonl(history: Sequence[dict[str, Any]]) -> str:
-    return "".join(json.dumps({k: record.get(k) for k in FIELDS}) + "\n" for record in history)
+    fields = fields_of(history)
+    return "".join(json.dumps({k: record.get(k) for k in fields}) + "\n" for record in history)
 
 
 def to_csv(history: Sequence[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FIELDS)
+    fields = fields_of(history)
+    writer.writerow(fields)
     for record in history:
-        writer.writerow(["" if record.get(k) is None else record[k] for k in FIELDS])
+        writer.writerow(["" if record.get(k) is None else record[k] for k in fields])
     return buffer.getvalue()
 
 

@@ -139,15 +139,19 @@ def frozen_norm_layers(
 
 
 def load_into(
-    module: torch.nn.Module, network: Network, path: str
+    module: torch.nn.Module, network: Network, path: str, flag: str = "--weights"
 ) -> tuple[list[str], dict[str, object] | None]:
-    """Load weights from ``path`` (our checkpoint, or a state_dict such as torchvision's, matched by order).
+    """Load weights from ``path`` (our checkpoint or ``.safetensors`` file, or a state_dict such as
+    torchvision's, matched by order). ``flag`` names the option that gave ``path`` in error messages.
 
     Returns notes and the checkpoint dict when it was ours (for its class names and normalization)."""
     from ..weights import WeightsMismatch, load_weights
 
-    obj = load_checkpoint(path)
-    state = state_dict_of(obj, path)
+    try:
+        obj = load_checkpoint(path)
+        state = state_dict_of(obj, path)
+    except TrainError as error:
+        raise TrainError(f"{flag} {error}") from None
     notes: list[str] = []
     ours = is_cnndsl_checkpoint(obj)
     if ours:
@@ -161,7 +165,7 @@ def load_into(
         # Our own files match by name; other frameworks' state_dicts pair tensors by order.
         load_weights(module, state, match="name" if ours else "order")
     except WeightsMismatch as error:
-        raise TrainError(f"{path}: does not fit network {network.name}: {error}") from None
+        raise TrainError(f"{flag} {path}: does not fit network {network.name}: {error.reason}") from None
     notes.append(
         f"loaded weights from {path} ({'cnndsl checkpoint' if ours else 'state_dict matched by order'})"
     )
@@ -186,7 +190,7 @@ def build_model(
             f"training on the logits before the final softmax ({last.path}); it is not applied twice"
         )
     if init_from:
-        notes, _ = load_into(module, network, init_from)
+        notes, _ = load_into(module, network, init_from, "--init-from")
         info.notes.extend(notes)
     note = replace_classifier(module, network, num_classes)
     if note:

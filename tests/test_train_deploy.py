@@ -1,0 +1,224 @@
+"""A run folder is a deployable unit: its spec matches its weights, and ``eval``, ``predict``, ``export`` and
+``compile`` take the folder in place of a spec, using its spec, weights, data and normalization.
+
+onnxruntime is the oracle for the exported model: on the raw pixels of every image it must pick the class
+``cnndsl predict`` picks."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnndsl
+from cnndsl.cli import main
+from cnndsl.train.data import decode_image
+
+# Ends in linear(10): trained on 3 classes, the classifier is replaced and the run folder's spec must say 3.
+SPEC = """network Small(image: [3, 12, 12]) {
+    conv(8, 3, padding=same) -> relu -> maxpool(2)
+    flatten
+    linear(10) -> softmax
+}
+"""
+COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _image_folder(root: Path, per_class: int = 12, size: int = 14) -> list[Path]:
+    """Three classes of noisy colour patches, at a size other than the spec's (so they are resized)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for label, colour in enumerate(COLOURS):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 50, (size, size, 3)), 0, 255).astype(np.uint8)
+            path = folder / f"{i}.png"
+            Image.fromarray(pixels).save(path)
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("deploy")
+    spec = root / "small.cnn"
+    spec.write_text(SPEC)
+    images = _image_folder(root / "images")
+    run = root / "run"
+    code, out, err = _run(
+        ["train", str(spec), "--data", str(root / "images"), "--epochs", "3", "--batch-size", "8",
+         "--out", str(run), "--cache-dir", str(root / "cache"), "--augment", "none", "--lr", "0.01"]
+    )  # fmt: skip
+    assert code == 0, err
+    return {"root": root, "spec": spec, "run": run, "images": images, "log": out}
+
+
+def test_the_run_folder_spec_matches_its_weights(trained: dict[str, Any]) -> None:
+    run: Path = trained["run"]
+    assert "replaced the classifier linear.0 (288 -> 10) by 288 -> 3" in trained["log"]
+    assert "wrote linear(3) into the run folder's copy small.cnn:4" in trained["log"]
+    text = (run / "small.cnn").read_text()
+    assert text == SPEC.replace("linear(10)", "linear(3)")
+    # The original spec is untouched; the folder's spec builds a module that loads best.pt by name, strictly.
+    assert "linear(10)" in trained["spec"].read_text()
+    module = cnndsl.load(run / "small.cnn").to_torch(logits=True)
+    state = torch.load(run / "best.pt", weights_only=True)
+    module.load_state_dict(state["model"], strict=True)
+    assert state["spec_text"] == text
+
+
+def test_eval_a_run_folder_uses_its_data_and_weights(trained: dict[str, Any]) -> None:
+    run = trained["run"]
+    code, out, err = _run(["eval", str(run), "--format", "json"])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["data"] == str(trained["root"] / "images")  # recorded by training, not the digits default
+    assert report["weights"] == str(run / "best.pt")
+    assert report["classes"] == ["class0", "class1", "class2"]
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert report["accuracy"] == pytest.approx(best["best"]["val_acc"], abs=1e-9)
+    # A spec plus a checkpoint is the same thing spelled out.
+    code, out2, err = _run(
+        ["eval", str(run / "small.cnn"), "--weights", str(run / "best.pt"), "--format", "json"]
+    )
+    assert code == 0, err
+    assert json.loads(out2)["accuracy"] == report["accuracy"]
+
+
+def test_onnx_with_baked_normalization_agrees_with_predict_on_raw_pixels(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """The issue's "done when": export RUN --onnx, then onnxruntime on the raw images gives predict's top-1."""
+    ort = pytest.importorskip("onnxruntime")
+    run, images = trained["run"], trained["images"]
+    onnx_path = tmp_path / "model.onnx"
+    code, _, err = _run(["export", str(run), "--onnx", str(onnx_path), "--bake-normalization"])
+    assert code == 0, err
+    code, out, err = _run(["predict", str(run), *map(str, images), "--format", "json", "-k", "1"])
+    assert code == 0, err
+    predicted = [entry["top"][0]["class"] for entry in json.loads(out)]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    raw = np.stack([decode_image(path, (3, 12, 12))[0] for path in images]).astype(np.float32)  # 0..255
+    (scores,) = session.run(None, {name: raw})
+    classes = ["class0", "class1", "class2"]
+    assert [classes[i] for i in scores.argmax(axis=1)] == predicted
+    assert len(set(predicted)) > 1, "a model that predicts one class everywhere would make this test too easy"
+
+
+def test_onnx_without_baking_expects_normalized_input(trained: dict[str, Any], tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    run = trained["run"]
+    onnx_path = tmp_path / "plain.onnx"
+    assert _run(["export", str(run), "--onnx", str(onnx_path), "--logits"])[0] == 0
+    state = torch.load(run / "best.pt", weights_only=True)
+    mean = np.array(state["normalize"]["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.array(state["normalize"]["std"], np.float32).reshape(1, 3, 1, 1)
+    raw = np.stack([decode_image(p, (3, 12, 12))[0] for p in trained["images"]]).astype(np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: (raw - mean) / std})
+    module = cnndsl.load(run / "small.cnn").to_torch(logits=True)
+    module.load_state_dict(state["model"])
+    module.eval()
+    with torch.no_grad():
+        expected = module(torch.from_numpy((raw - mean) / std)).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_safetensors_round_trip(trained: dict[str, Any], tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    run = trained["run"]
+    path = tmp_path / "small.safetensors"
+    code, _, err = _run(["export", str(run), "--safetensors", str(path)])
+    assert code == 0, err
+    best = torch.load(run / "best.pt", weights_only=True)
+    tensors = load_file(str(path))
+    assert tensors.keys() == best["model"].keys()
+    assert all(torch.equal(tensors[k], best["model"][k]) for k in tensors)
+    # The metadata carries the classes and normalization: eval and predict need nothing else.
+    by_pt = json.loads(_run(["eval", str(run), "--format", "json"])[1])
+    code, out, err = _run(["eval", str(run / "small.cnn"), "--weights", str(path), "--format", "json"])
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == by_pt["accuracy"] and json.loads(out)["classes"] == by_pt["classes"]
+    image = str(trained["images"][0])
+    assert _run(["predict", str(run / "small.cnn"), "--weights", str(path), image])[1] == _run(
+        ["predict", str(run), image]
+    )[1].replace(str(run / "best.pt"), str(path))
+    # --init-from takes it too.
+    code, _, err = _run(
+        ["train", str(run / "small.cnn"), "--data", str(trained["root"] / "images"), "--epochs", "1",
+         "--init-from", str(path), "--out", str(tmp_path / "again"), "--cache-dir", str(trained["root"] / "cache")]
+    )  # fmt: skip
+    assert code == 0, err
+
+
+def test_compile_a_run_folder_writes_its_classifier(trained: dict[str, Any]) -> None:
+    code, out, err = _run(["compile", str(trained["run"])])
+    assert code == 0, err
+    assert "nn.Linear(in_features=288, out_features=3)" in out and "out_features=10" not in out
+
+
+def test_bad_run_folders_and_weights_name_the_argument(tmp_path: Path, trained: dict[str, Any]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _run(["eval", str(empty)])
+    assert code == 2 and "SPEC " in err and "not a run folder (no config.json)" in err
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text('{"spec": "x.cnn"}')
+    code, _, err = _run(["predict", str(tmp_path / "half"), "x.png"])
+    assert code == 2 and "holds no .cnn spec" in err
+    code, _, err = _run(["eval", str(trained["spec"])])
+    assert code == 2 and "--weights FILE is needed" in err
+    code, _, err = _run(["export", str(trained["run"])])
+    assert code == 2 and "--onnx FILE or --safetensors FILE" in err
+    code, _, err = _run(
+        ["export", str(trained["spec"]), "--onnx", str(tmp_path / "m.onnx"), "--bake-normalization"]
+    )
+    assert code == 2 and "--bake-normalization needs trained weights" in err
+    code, _, err = _run(["predict", str(trained["run"]), str(tmp_path / "absent.png")])
+    assert code == 2 and "IMAGE " in err and "absent.png: no such file" in err
+
+
+def test_weight_mismatch_hints_name_this_commands_flag(tmp_path: Path, trained: dict[str, Any]) -> None:
+    """eval has no match option: its error must not suggest match='order'; export's names --match order."""
+    state = torch.load(trained["run"] / "best.pt", weights_only=True)["model"]
+    renamed = {f"other.{i}": v for i, v in enumerate(state.values())}
+    torch.save(renamed, tmp_path / "renamed.pt")
+    code, _, err = _run(
+        ["export", str(trained["run"] / "small.cnn"), "--weights", str(tmp_path / "renamed.pt"), "--onnx",
+         str(tmp_path / "m.onnx")]
+    )  # fmt: skip
+    assert code == 1 and "--match order pairs tensors by position" in err and "match='order'" not in err
+    assert _run(
+        ["export", str(trained["run"] / "small.cnn"), "--weights", str(tmp_path / "renamed.pt"), "--match",
+         "order", "--onnx", str(tmp_path / "m.onnx")]
+    )[0] == 0  # fmt: skip
+    ours = torch.load(trained["run"] / "best.pt", weights_only=True)
+    ours["model"] = renamed
+    torch.save(ours, tmp_path / "bad_ckpt.pt")
+    code, _, err = _run(["eval", str(trained["run"]), "--weights", str(tmp_path / "bad_ckpt.pt")])
+    assert code == 2 and err.count("--weights") == 1 and "match='order'" not in err, err
