@@ -38,6 +38,8 @@ def _kind(spec: ops.ParamSpec) -> str:
         "pair": "integer or [h, w]",
         "padding": "same, valid, integer or [h, w]",
         "choice": " / ".join(spec.choices),
+        "tensor": "a tensor's name",
+        "shape": "[C] or [C, H, W]",
     }[spec.kind]
     bounds = []
     if spec.minimum is not None:
@@ -75,13 +77,15 @@ def _signature(op: ops.OpDef) -> str:
 
 
 def op_table() -> str:
-    """Markdown for every registered op: a summary table, then each op's parameters."""
+    """Markdown for every op a spec can write: a summary table, then each op's parameters. (``input`` and
+    ``parameter`` are made by a network's inputs and by ``param``, documented with those.)"""
+    written = [op for op in ops.REGISTRY.values() if op.writable]
     lines = ["| op | family | what it does | FLOPs counted |", "|---|---|---|---|"]
-    for op in ops.REGISTRY.values():
+    for op in written:
         lines.append(
             f"| [`{op.name}`](#op-{op.name}) | {op.family} | {_cell(op.doc)} | {_cell(op.flops_rule)} |"
         )
-    for op in ops.REGISTRY.values():
+    for op in written:
         lines += ["", f'<a id="op-{op.name}"></a>', f"#### `{_signature(op)}`", "", _sentence(op.doc)]
         if op.variadic:
             lines += ["", "Takes branches separated by `|`, no parameters."]
