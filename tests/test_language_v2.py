@@ -322,6 +322,7 @@ def test_repetition_index_counts_copies() -> None:
     assert n.layers[-1].path == "conv.2"
 
 
+@pytest.mark.slow  # building convnext_tiny (28 M parameters) takes seconds
 def test_stochastic_depth_rates_match_torchvision_convnext() -> None:
     """The global block index across stages (passed as each stage's offset) gives convnext_tiny's rates."""
     from torchvision.models import convnext_tiny
@@ -588,7 +589,7 @@ network ResNet18(image: [3, 224, 224]) {
 """
 
 
-@pytest.mark.parametrize("size", [100, 500])
+@pytest.mark.parametrize("size", [100, pytest.param(500, marks=pytest.mark.slow)])
 def test_shortcut_rounds_up_odd_sizes_like_torchvision_resnet(size: int) -> None:
     """At 3x500x500 the stride-2 stages see 125 -> 63 (and at 100, 25 -> 13 -> 7), which the projection's
     stride-2 1x1 conv handles; shapes and outputs match torchvision's resnet18."""
