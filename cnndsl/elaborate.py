@@ -743,9 +743,10 @@ class Elaborator:
         )
         for name in tensor_params:
             if name in values and name not in refs:
+                hint = did_you_mean(str(values[name]), [*scope.tensors, "in"])
                 raise LocatedError(
                     spans[name],
-                    f"{name} takes a tensor name (of this body, or in), got {_show(values[name])}",
+                    f"{name} takes a tensor name (of this body, or in), got {_show(values[name])}{hint}",
                 )
         for name, value in scope.defaults.get(op.name, {}).items():
             values.setdefault(name, value)

@@ -331,6 +331,8 @@ class _PostLexer:
     def __init__(self, file: str) -> None:
         self.file = file
         self.open_brackets: list[Token] = []
+        self.if_condition: Token | None = None
+        """The `if` whose condition is being read (before its '{'), for the message when the '{' is missing."""
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         stack: list[Token] = []
@@ -341,8 +343,14 @@ class _PostLexer:
         pending_newline: Token | None = None
         previous: str | None = None
         braces = 0  # bodies nested in bodies (`if` inside a block); each level nests the tree
+        self.if_condition = None
         for token in stream:
             kind = token.type
+            starts_statement = pending_newline is not None or previous in (None, "LBRACE", "RBRACE", "ELSE")
+            if kind == "IF" and not stack and starts_statement:
+                self.if_condition = token
+            elif kind in ("LBRACE", "_NL") and not stack:
+                self.if_condition = None
             if kind == "_NL":
                 if not stack and previous not in (None, "LBRACE", "_ARROW", "_NL"):
                     pending_newline = token
@@ -460,6 +468,7 @@ _OPERATORS = {
     "DOT",
     "LPAR",
     "EQUAL",
+    "LBRACE",
     "FLOORDIV",
     "COMPARE",
     "AND",
@@ -513,7 +522,13 @@ def _end_span(file: str, text: str) -> Span:
     return Span(file, line, column, line, column + 1)
 
 
-def _syntax_error(file: str, text: str, error: UnexpectedInput, open_brackets: list[Token]) -> LocatedError:
+def _syntax_error(
+    file: str,
+    text: str,
+    error: UnexpectedInput,
+    open_brackets: list[Token],
+    if_condition: Token | None = None,
+) -> LocatedError:
     if open_brackets and isinstance(error, UnexpectedToken) and error.token.type != "$END":
         opener = open_brackets[-1]
         if (error.token.line or 0) > (opener.line or 0):
@@ -538,6 +553,17 @@ def _syntax_error(file: str, text: str, error: UnexpectedInput, open_brackets: l
         expected = {e for e in error.expected if not e.startswith("__")} or set(error.expected)
         if token.type == "$END":
             expected.discard("_NL")
+        if token.type == "COMPARE":
+            # A comparison is only refused right after another one.
+            return LocatedError(
+                span, f"unexpected {found}: comparisons do not chain; write a < b and b < c, not a < b < c"
+            )
+        if token.type == "ELSE":
+            return LocatedError(span, "unexpected 'else': it goes right after the '}' of an if")
+        if if_condition is not None and not open_brackets and "LBRACE" in expected:
+            return LocatedError(
+                span, f"unexpected {found}; expected '{{' (the body of an if is written in braces)"
+            )
         inside = open_brackets[-1].type if open_brackets else None
         return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected, inside)}")
     if isinstance(error, UnexpectedCharacters):
@@ -564,7 +590,7 @@ def parse(text: str, file: str = "<string>") -> Module:
     except LocatedError:
         raise
     except UnexpectedInput as error:
-        raise _syntax_error(file, text, error, postlexer.open_brackets) from None
+        raise _syntax_error(file, text, error, postlexer.open_brackets, postlexer.if_condition) from None
     except RecursionError:
         raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
     try:
