@@ -343,12 +343,19 @@ class _PostLexer:
         pending_newline: Token | None = None
         previous: str | None = None
         braces = 0  # bodies nested in bodies (`if` inside a block); each level nests the tree
+        chained = [0]  # `else if` in the current statement, per body: each nests the tree one level
         self.if_condition = None
         for token in stream:
             kind = token.type
             starts_statement = pending_newline is not None or previous in (None, "LBRACE", "RBRACE", "ELSE")
             if kind == "IF" and not stack and starts_statement:
                 self.if_condition = token
+                if previous == "ELSE":
+                    chained[-1] += 1
+                    if chained[-1] > MAX_NESTING:
+                        raise LocatedError(
+                            _token_span(self.file, token), f"more than {MAX_NESTING} 'else if' in one chain"
+                        )
             elif kind in ("LBRACE", "_NL") and not stack:
                 self.if_condition = None
             if kind == "_NL":
@@ -383,6 +390,7 @@ class _PostLexer:
                 operators[-1] = 0
                 if kind == "LBRACE":
                     braces += 1
+                    chained.append(0)
                     if braces > MAX_NESTING:
                         raise LocatedError(
                             _token_span(self.file, token),
@@ -390,6 +398,8 @@ class _PostLexer:
                         )
                 elif kind == "RBRACE":
                     braces -= 1
+                    if len(chained) > 1:
+                        chained.pop()
             elif kind in ("LBRACE", "RBRACE"):
                 opener = stack[-1]
                 raise LocatedError(
@@ -397,6 +407,7 @@ class _PostLexer:
                     f"unclosed '{opener.value}' before '{token.value}' at line {token.line}",
                 )
             if pending_newline is not None and kind not in ("RBRACE", "_ARROW", "ELSE"):
+                chained[-1] = 0
                 yield pending_newline
             pending_newline = None
             previous = kind
@@ -598,6 +609,8 @@ def parse(text: str, file: str = "<string>") -> Module:
     except VisitError as error:
         if isinstance(error.orig_exc, LocatedError):
             raise error.orig_exc from None
+        if isinstance(error.orig_exc, RecursionError):
+            raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
         raise
     except RecursionError:
         raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None

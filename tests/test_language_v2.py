@@ -619,3 +619,58 @@ def test_shortcut_that_no_stride_can_make_is_located() -> None:
     assert errors("network N(x: [4, 9, 9]) {\n    add(conv(8, 3) | shortcut)\n}") == [
         "2:22: shortcut cannot project [4, 9, 9] to [8, 7, 7] (no 1x1 conv stride maps 9 to 7)"
     ]
+
+
+# ------------------------------------------------------------------------------------ hostile input ---
+
+H = "network N(x: [3, 8, 8]) {\n"
+
+HOSTILE = {
+    "not chain": (H + "conv(1 if " + "not " * 5000 + "true else 2, 1)\n}", "expression nested more than 100"),
+    "and chain": (
+        H + "conv(1 if " + " and ".join(["true"] * 5000) + " else 2, 1)\n}",
+        "nested more than 100",
+    ),
+    "conditional chain": (H + "conv(" + "1 if false else " * 5000 + "2, 1)\n}", "nested more than 100"),
+    "nested if bodies": (H + "if true {\n" * 300 + "relu\n" + "}\n" * 300 + "}", "nested more than 100 deep"),
+    "else if chain": (
+        H + "if false { relu }" + " else if false { relu }" * 5000 + "\n}",
+        "'else if' in one chain",
+    ),
+    "def chain": (
+        "".join(f"def f{k}(x) = f{k + 1}(x)\n" for k in range(500))
+        + "def f500(x) = x\n"
+        + H
+        + "conv(f0(1), 1)\n}",
+        "def calls nested more than 64 deep",
+    ),
+    "def doubling": (
+        "".join(f"def f{k}(x) = f{k + 1}(x) + f{k + 1}(x)\n" for k in range(60))
+        + "def f60(x) = x\n"
+        + H
+        + "conv(f0(1), 1)\n}",
+        "checking the spec takes more than",
+    ),
+    "indexed repetition": (H + "relu * 1000000000000 as i\n}", "this repetition would make about"),
+    "nested indexed repetitions": (
+        H + "((relu * 1000 as i) * 1000 as j) * 1000 as k\n}",
+        "this repetition would make about",
+    ),
+    "huge param": (H + "param g: [100000000, 100000000, 100000000] = 1\n}", "too large"),
+    "round of infinity": (H + "conv(round(1e309), 1)\n}", "needs finite numbers"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_new_constructs_respect_the_budgets(name: str) -> None:
+    """Each is refused quickly with a located error, never an internal error or a stack overflow."""
+    import time
+
+    text, fragment = HOSTILE[name]
+    start = time.process_time()
+    with pytest.raises(SpecError) as info:
+        cnndsl.loads(text, "t.cnn")
+    assert time.process_time() - start < 2.0
+    (diagnostic,) = info.value.diagnostics
+    assert fragment in diagnostic.message
+    assert "internal error" not in diagnostic.message and diagnostic.line >= 1
