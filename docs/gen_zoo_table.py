@@ -42,14 +42,25 @@ def builders() -> tuple[list[str], list[str]]:
 
 
 def build(name: str, device: str = "cpu") -> Any:
-    """torchvision's model for ``name``, weights=None, in eval mode."""
+    """torchvision's model for ``name``, weights=None, in eval mode (on the meta device: no memory, no init)."""
+    from unittest import mock
+
     import torch
     from torchvision import models
+    from torchvision.models import regnet
 
     kwargs = KWARGS.get(name, {})
     if name in builders()[1]:
         kwargs = SEGMENTATION_KWARGS
-    with torch.device(device):
+    # RegNet computes its stage widths with torch tensors and reads them back (.tolist()), which a meta tensor
+    # cannot do: that arithmetic runs on the CPU, the model is still built on `device`.
+    compute = regnet.BlockParams.from_init_params.__func__
+
+    def on_cpu(cls: Any, *args: Any, **kw: Any) -> Any:
+        with torch.device("cpu"):
+            return compute(cls, *args, **kw)
+
+    with mock.patch.object(regnet.BlockParams, "from_init_params", classmethod(on_cpu)), torch.device(device):
         model = models.get_model(name, weights=None, **kwargs)
     return model.eval()
 
