@@ -674,3 +674,66 @@ def test_new_constructs_respect_the_budgets(name: str) -> None:
     (diagnostic,) = info.value.diagnostics
     assert fragment in diagnostic.message
     assert "internal error" not in diagnostic.message and diagnostic.line >= 1
+
+
+# ---------------------------------------------------------------------------------- smaller rules ---
+
+
+def test_destructuring_a_chain_that_ends_in_a_block_and_tensor_defaults() -> None:
+    n = net(
+        """
+        block Split(other=in) {
+            return conv(4, 1), other -> conv(2, 1)
+        }
+        network N(x: [3, 8, 8]) {
+            a, b = relu -> Split
+            concat(a | b)
+        }
+        """
+    )
+    assert n.outputs[0].shape == (6, 8, 8)
+    relu, conv_a, conv_b = (n.node(p) for p in ("relu.0", "Split.0/conv.0", "Split.0/conv.1"))
+    assert conv_a.inputs == (relu.id,) and conv_b.inputs == (relu.id,)  # `in` of Split is relu's output
+
+
+def test_tensor_parameters_of_ops_become_extra_inputs() -> None:
+    n = net(
+        """
+        network N(x: [3, 32, 32]) {
+            skip = conv(8, 1)
+            conv(8, 3, stride=4, padding=1) -> resize(like=skip)
+        }
+        """
+    )
+    resize = n.layers[-1]
+    assert resize.inputs == (n.node("conv.1").id, n.node("conv.0").id)
+    assert resize.shape == (8, 32, 32) and resize.args["like"] == "skip"
+    assert errors("defaults resize(like=x)\nnetwork N(x: [3, 8, 8]) { relu }") == [
+        "1:17: like takes a tensor of the body it is used in, so it has no default"
+    ]
+
+
+def test_declared_ops_cannot_be_written_as_layers() -> None:
+    assert errors("network N(x: [3, 8, 8]) {\n    input\n}")[0].startswith("2:5: unknown name 'input'")
+    assert errors("network N(x: [3, 8, 8]) {\n    parameter(shape=[3])\n}")[0].startswith(
+        "2:5: unknown op or block 'parameter'"
+    )
+    n = net(
+        "network N(input: [3, 8, 8]) {\n    param parameter: [3, 1, 1] = 0\n    mul(input | parameter)\n}"
+    )
+    assert [x.op for x in n.nodes] == ["input", "parameter", "mul"]
+
+
+def test_new_nodes_keep_the_spans_they_come_from() -> None:
+    text = "network N(x: [4, 9, 9]) {\n    param g: [8, 1, 1] = 1\n    add(conv(8, 3, stride=2, padding=1) | shortcut)\n}"
+    n = net(text)
+    g = n.node("g")
+    assert (g.span.line, g.span.column, g.span.end_column) == (2, 5, 27)
+    for path in ("shortcut.0/conv.0", "shortcut.0/bn.0"):
+        span = n.node(path).span
+        assert (span.line, span.column, span.end_column) == (3, 43, 51)  # the word `shortcut`
+    assert n.node("shortcut.0/conv.0").args["stride"] == (2, 2) and n.node("shortcut.0/bn.0").shape == (
+        8,
+        5,
+        5,
+    )
