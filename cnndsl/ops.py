@@ -1591,23 +1591,24 @@ register(
 )
 
 
-def _layer_scale_shape(shapes: list[Shape], args: Args) -> Shape:
-    return _spatial(shapes, "layer_scale")
+def _channel_scale_shape(shapes: list[Shape], args: Args) -> Shape:
+    return _spatial(shapes, "channel_scale")
 
 
 register(
     OpDef(
-        name="layer_scale",
+        name="channel_scale",
         family="linear",
-        doc="multiply each channel by a learned scale (a [C, 1, 1] parameter set to init; ConvNeXt, CaiT)",
+        doc="multiply each channel by a learned scale, a [C, 1, 1] weight set to init (layer scale; ConvNeXt owns it "
+        "on the block instead: param)",
         params=(ParamSpec("init", "float", 1e-6, doc="initial value of every scale"),),
-        shape=_layer_scale_shape,
+        shape=_channel_scale_shape,
         costs=lambda shapes, out, args: Costs(params=shapes[0][0], flops=numel(out)),
         rf=_pointwise_rf,
         torch=lambda shapes, out, args: TorchModule(
-            "LayerScale", {"channels": shapes[0][0], "init": args["init"]}, home="runtime"
+            "ChannelScale", {"channels": shapes[0][0], "init": args["init"]}, home="runtime"
         ),
-        label=_name_label("layer_scale"),
+        label=_name_label("channel_scale"),
         flops_rule="1 per element",
     )
 )

@@ -104,7 +104,7 @@ class ChannelLinear(torch.nn.Linear):
         return x.permute(0, 3, 1, 2)
 
 
-class LayerScale(torch.nn.Module):
+class ChannelScale(torch.nn.Module):
     """A learned scale per channel: ``weight`` of shape (C, 1, 1), every element ``init`` at first."""
 
     def __init__(self, channels: int, init: float) -> None:

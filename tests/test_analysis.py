@@ -85,7 +85,7 @@ OP_EXAMPLES: dict[str, str] = {
     "resize": "c = conv(6, 3)\n    c -> resize(scale=1.5) -> resize(size=[7, 9], mode=bilinear, align_corners=true)"
     " -> resize(like=c)",
     "channel_linear": "conv(6, 3) -> channel_linear(10) -> channel_linear(4, bias=false)",
-    "layer_scale": "conv(6, 3) -> layer_scale(init=0.1)",
+    "channel_scale": "conv(6, 3) -> channel_scale(init=0.1)",
 }
 
 
