@@ -77,17 +77,18 @@ def _signature(op: ops.OpDef) -> str:
 
 
 def op_table() -> str:
-    """Markdown for every op a spec can write: a summary table, then each op's parameters. (``input`` and
-    ``parameter`` are made by a network's inputs and by ``param``, documented with those.)"""
-    written = [op for op in ops.REGISTRY.values() if op.writable]
+    """Markdown for every registered op: a summary table, then each op's parameters. Ops a spec does not write as
+    a layer (``input``, ``parameter``) are listed for completeness, with what makes them."""
     lines = ["| op | family | what it does | FLOPs counted |", "|---|---|---|---|"]
-    for op in written:
+    for op in ops.REGISTRY.values():
         lines.append(
             f"| [`{op.name}`](#op-{op.name}) | {op.family} | {_cell(op.doc)} | {_cell(op.flops_rule)} |"
         )
-    for op in written:
+    for op in ops.REGISTRY.values():
         lines += ["", f'<a id="op-{op.name}"></a>', f"#### `{_signature(op)}`", "", _sentence(op.doc)]
-        if op.variadic:
+        if not op.writable:
+            lines += ["", "Not written as a layer: a network's declared inputs and `param` statements make it."]
+        elif op.variadic:
             lines += ["", "Takes branches separated by `|`, no parameters."]
         elif op.params:
             lines += ["", "| parameter | accepts | default | meaning |", "|---|---|---|---|"]
