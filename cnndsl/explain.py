@@ -13,6 +13,7 @@ formula gives, the value of the registry or shape rule) so the tests can prove t
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 
 from .analysis import (
@@ -29,6 +30,7 @@ from .network import Network, Node
 from .ops import REGISTRY, Costs, RFRule, fmt_shape
 
 AXES = ("H", "W")
+DOC_WIDTH = 110
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def _explain_layer(node: Node, layer: LayerCost, fields: dict[int, ReceptiveFiel
     lines: list[str] = []
     checks: list[Check] = []
     in_shapes = [fmt_shape(s) for s in node.input_shapes]
-    lines.append(f"{op.doc}")
+    lines.extend(textwrap.wrap(op.doc, DOC_WIDTH))  # some ops' docs run long; explain output stays 120 wide
     lines.append(f"input {' | '.join(in_shapes)} -> output {fmt_shape(node.shape)}")
     rule = op.rf(list(node.input_shapes), node.shape, node.args)
     costs = Costs(layer.params, layer.buffers, layer.macs, layer.flops)

@@ -434,3 +434,24 @@ def test_draw_does_not_import_torch(tmp_path: Path) -> None:
         "assert rc == 0; assert 'torch' not in sys.modules, 'draw imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_op_is_drawn_with_its_registry_label() -> None:
+    """Each op's example network (tests/test_analysis.py): one box per node, each layer's box titled with its
+    registry label (merges with their symbol), in both emitters, and the dot text renders."""
+    from test_analysis import OP_EXAMPLES
+
+    for name, body in sorted(OP_EXAMPLES.items()):
+        network = cnndsl.loads(f"network Op_{name}(x: [3, 17, 19]) {{\n    {body}\n}}\n")
+        diagram = render.build(network, depth=None)
+        titles = {box.nodes[0]: box.title for box in diagram.boxes() if box.nodes}
+        for node in network.layers:
+            op = ops.REGISTRY[node.op]
+            assert titles[node.id] == (op.symbol or op.label(node.args)), (name, node.path)
+        source = render.to_graphviz(network, depth=None).source
+        mermaid = render.to_mermaid(network, depth=None)
+        for node in network.layers:
+            text = ops.REGISTRY[node.op].symbol or ops.REGISTRY[node.op].label(node.args)
+            assert text in source and text.replace('"', "#quot;") in mermaid, (name, text)
+        if HAS_DOT:
+            subprocess.run(["dot", "-Tsvg"], input=source, text=True, check=True, capture_output=True)
