@@ -533,3 +533,47 @@ def test_parameter_lowering_matches_its_costs() -> None:
     for bad in ([0, 1, 1], [2, 3], "x", [1.5]):
         with pytest.raises(OpError):
             ops.resolve_args(op, {"shape": bad})
+
+
+# A spec line, the text the error must point at (its first occurrence on the line), and words of the message.
+LOCATED = [
+    (
+        "conv_transpose(4, 3, stride=2, output_padding=2)",
+        "2)",
+        "output_padding 2x2 must be smaller than the stride",
+    ),
+    ("conv_transpose(4, 3, stride=[2, 1], output_padding=[1, 1])", "[1, 1]", "smaller than the stride 2x1"),
+    ("conv_transpose(4, 3, padding=9)", "9", "takes more than the kernel adds"),
+    ("chunk(3, 0)", "3", "3 chunks do not divide the 8 channels"),
+    ("chunk(2, 2)", "2)", "chunk index 2 is past the last of 2 chunks"),
+    ("slice(2, 20)", "20", "slice stop 20 is past the 8 channels"),
+    ("slice(5, 5)", "5, 5", "slice [5:5] is empty"),
+    ("group_norm(3)", "3", "groups=3 does not divide the 8 channels"),
+    ("channel_shuffle(5)", "5", "groups=5 does not divide the 8 channels"),
+    (
+        "resize(size=4, scale=2)",
+        "resize",
+        "exactly one of size=[h, w], scale=s or like=tensor, got size and scale",
+    ),
+    ("resize()", "resize", "exactly one of"),
+    ("resize(size=4, align_corners=true)", "true", "align_corners applies to mode=bilinear only"),
+    ("resize(scale=0.01)", "0.01", "resize output would be 0x0"),
+    ("stochastic_depth(1.5)", "1.5", "p must be at most 1"),
+    ("stochastic_depth(0.1, mode=rows)", "rows", "mode must be one of row, batch"),
+    ("gap -> channel_linear(4)", "channel_linear", "channel_linear needs a [C, H, W] input, got [8]"),
+    ("mul(identity | conv(4, 1) -> adaptive_avgpool(1))", "conv(4, 1) -> adaptive_avgpool(1)", "broadcast"),
+    ("add(identity | adaptive_avgpool([1, 2]))", "adaptive_avgpool([1, 2])", "does not match or broadcast"),
+]
+
+
+@pytest.mark.parametrize(("line", "at", "words"), LOCATED, ids=[case[0] for case in LOCATED])
+def test_new_op_errors_are_located(line: str, at: str, words: str) -> None:
+    """A bad use of a newer op is a located error on the argument (or branch) to blame, never a traceback."""
+    import cnndsl
+
+    text = f"network Bad(x: [8, 10, 10]) {{\n    {line}\n}}\n"
+    with pytest.raises(cnndsl.SpecError) as info:
+        cnndsl.loads(text, "bad.cnn")
+    [diagnostic] = info.value.diagnostics
+    assert words in diagnostic.message
+    assert (diagnostic.span.line, diagnostic.span.column) == (2, 5 + line.index(at)), diagnostic.message
