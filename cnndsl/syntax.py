@@ -299,6 +299,21 @@ def _parser() -> Lark:
     )
 
 
+@cache
+def _layout_lexer() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="basic")
+
+
+def tokens(text: str) -> Iterator[Token]:
+    """Every token of ``text`` as the grammar lexes it, comments, blanks and every newline included (no
+    postlexer), for tools that keep the layout: the formatter (:mod:`cnndsl.fmt`) and highlighters.
+
+    Raises lark's ``UnexpectedCharacters`` on a character no token matches; :func:`parse` the text first for a
+    located error.
+    """
+    return _layout_lexer().lex(text, dont_ignore=True)
+
+
 _ARROW_NAMES: dict[str, str] = {}
 
 
