@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ops
-from .diagnostics import Diagnostic, DiagnosticSink, Frame, LocatedError, SourceMap, Span, did_you_mean
+from .diagnostics import (
+    Diagnostic,
+    DiagnosticSink,
+    Frame,
+    LocatedError,
+    SourceMap,
+    Span,
+    did_you_mean,
+    suggestion,
+)
 from .network import Network, Node, Tensor
 from .ops import OpDef, OpError, Shape, fmt_shape
 from .syntax import (
@@ -153,6 +162,12 @@ class Elaborator:
         if self.sink.full:
             raise _Stop()
 
+    def report_error(self, error: LocatedError, scope: Scope | None) -> None:
+        """Report a caught error with its code and fixes, in the chain of ``scope``."""
+        self.sink.add(error.diagnostic(scope.frames if scope else ()))
+        if self.sink.full:
+            raise _Stop()
+
     def _spend(self, steps: int, span: Span, scope: Scope | None) -> None:
         """Count elaboration work; stop once it passes the limit derived from the node budget."""
         self.work += steps
@@ -277,7 +292,7 @@ class Elaborator:
                     current = self.apply(stmt.expr, scope, current, head=True)
                     self._assert_shape(stmt.shape, current, scope)
             except LocatedError as error:
-                self.report(error.span, error.message, scope, error.notes)
+                self.report_error(error, scope)
                 current = POISON
             except _Poisoned:
                 current = POISON
@@ -331,9 +346,12 @@ class Elaborator:
                 candidates = [n for n, o in ops.REGISTRY.items() if not o.variadic]
                 if call.name in self.blocks:
                     raise LocatedError(call.name_span, f"defaults apply to ops, and {call.name} is a block")
+                hint, fixes = suggestion(call.name, call.name_span, candidates)
                 raise LocatedError(
                     call.name_span,
-                    f"unknown op '{call.name}' in defaults{did_you_mean(call.name, candidates)}",
+                    f"unknown op '{call.name}' in defaults{hint}",
+                    code="unknown-op",
+                    fixes=fixes,
                 )
             if call.args:
                 raise LocatedError(
@@ -342,9 +360,12 @@ class Elaborator:
             for kwarg in call.kwargs:
                 spec = op.param(kwarg.name)
                 if spec is None:
+                    hint, fixes = suggestion(kwarg.name, kwarg.span, op.param_names)
                     raise LocatedError(
                         kwarg.span,
-                        f"unknown parameter '{kwarg.name}' for {op.name}{did_you_mean(kwarg.name, op.param_names)}",
+                        f"unknown parameter '{kwarg.name}' for {op.name}{hint}",
+                        code="unknown-parameter",
+                        fixes=fixes,
                     )
                 value = self.value(kwarg.value, scope)
                 try:
@@ -406,7 +427,8 @@ class Elaborator:
             raise LocatedError(
                 expr.span, f"'{name}' is a parameter (value {_show(scope.values[name])}), not a layer"
             )
-        raise LocatedError(expr.span, f"unknown name '{name}'{did_you_mean(name, self._layer_names(scope))}")
+        hint, fixes = suggestion(name, expr.span, self._layer_names(scope))
+        raise LocatedError(expr.span, f"unknown name '{name}'{hint}", code="unknown-name", fixes=fixes)
 
     def _layer_names(self, scope: Scope) -> list[str]:
         return [*scope.tensors, *self.blocks, *ops.REGISTRY, "shortcut"]
@@ -421,8 +443,9 @@ class Elaborator:
         op = ops.get(call.name)
         if op is None:
             names = [*self.blocks, *ops.REGISTRY]
+            hint, fixes = suggestion(call.name, call.name_span, names)
             raise LocatedError(
-                call.name_span, f"unknown op or block '{call.name}'{did_you_mean(call.name, names)}"
+                call.name_span, f"unknown op or block '{call.name}'{hint}", code="unknown-op", fixes=fixes
             )
         if op.variadic:
             return self._merge(op, call, scope, x)
@@ -484,9 +507,12 @@ class Elaborator:
         known = names if len(names) <= 8 else set(names)  # blocks may have thousands of parameters
         for kwarg in call.kwargs:
             if kwarg.name not in known:
+                hint, fixes = suggestion(kwarg.name, kwarg.span, names)
                 raise LocatedError(
                     kwarg.span,
-                    f"unknown parameter '{kwarg.name}' for {what}{did_you_mean(kwarg.name, names)}",
+                    f"unknown parameter '{kwarg.name}' for {what}{hint}",
+                    code="unknown-parameter",
+                    fixes=fixes,
                 )
             if kwarg.name in values:
                 raise LocatedError(
@@ -525,8 +551,13 @@ class Elaborator:
         if isinstance(value, Symbol) and wanted_number:
             if value in self.blocks or ops.get(value) is not None:
                 return LocatedError(value.span, f"{error.message}; '{value}' is a layer, not a value")
-            hint = did_you_mean(value, scope.values)
-            return LocatedError(value.span, f"{error.message}; '{value}' is not a parameter here{hint}")
+            hint, fixes = suggestion(value, value.span, scope.values)
+            return LocatedError(
+                value.span,
+                f"{error.message}; '{value}' is not a parameter here{hint}",
+                code="unknown-name",
+                fixes=fixes,
+            )
         span = spans.get(error.param, call.span) if error.param else call.span
         return LocatedError(span, error.message)
 
