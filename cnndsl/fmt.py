@@ -38,8 +38,8 @@ from typing import Any
 
 from lark import Token
 
-from .diagnostics import Diagnostic, LocatedError, SourceMap, SpecError
-from .syntax import parse, tokens
+from .diagnostics import LocatedError, SourceMap, SpecError
+from .syntax import parse, parse_recovering, tokens
 
 INDENT = 4
 """Spaces per body level and per open bracket line."""
@@ -131,9 +131,11 @@ def format_source(text: str, file: str = "<string>") -> str:
     try:
         before = parse(text, file)
     except LocatedError as error:
+        # Report every syntax error, with its code and suggested fix, as `cnndsl check` and the editor do.
+        _, errors = parse_recovering(text, file)
         sources = SourceMap()
         sources.add(file, text)
-        raise SpecError([Diagnostic(error.span, error.message, notes=error.notes)], sources) from None
+        raise SpecError([e.diagnostic() for e in errors or [error]], sources) from None
     lines = _split_bodies(_lines(text))
     result = _render(_lay_out(lines))
     try:
