@@ -53,6 +53,9 @@ def _spec_files(arguments: list[str]) -> Iterator[Path | None]:
             if not found:
                 raise CliError(f"no .cnn files under {argument}")
             yield from found
+        elif path.exists() and not path.is_file():
+            # A FIFO or a device would block the read or never end; only regular files are specs.
+            raise CliError(f"cannot read {argument}: not a regular file or directory")
         else:
             yield path
 
