@@ -315,6 +315,16 @@ def tokens(text: str) -> Iterator[Token]:
     return _layout_lexer().lex(text, dont_ignore=True)
 
 
+def keywords() -> frozenset[str]:
+    """The grammar's reserved words (``block``, ``network``, ``return``, ...): its terminals spelled as names, for
+    highlighters and completion."""
+    return frozenset(
+        terminal.pattern.value
+        for terminal in _layout_lexer().terminals
+        if terminal.pattern.type == "str" and re.fullmatch(r"[A-Za-z_]\w*", terminal.pattern.value)
+    )
+
+
 _ARROW_NAMES: dict[str, str] = {}
 
 
