@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -452,3 +453,13 @@ def test_cli_in_a_subprocess(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 1 and f"would reformat {path}" in done.stderr
+
+
+def test_examples_in_the_editors_doc_are_formatted() -> None:
+    # docs/editors.md shows the layout with examples; they must be what the formatter writes (list-item indent aside).
+    text = (ROOT / "docs" / "editors.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```cnn\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        example = "\n".join(line.removeprefix("  ") for line in block.split("\n"))
+        assert format_source(example) == example
