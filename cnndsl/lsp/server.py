@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.uris import from_fs_path, to_fs_path
 
 from .. import __version__
@@ -45,12 +47,30 @@ class _State:
     running: dict[int, asyncio.Future[DocumentIndex | None]] = field(default_factory=dict)
 
 
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol, answering a request it cannot read with an error instead of silence.
+
+    pygls drops a request whose parameters do not match the protocol's types; a client would wait forever for
+    its answer."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            if "jsonrpc" in data and "method" in data and isinstance(data.get("id"), int | str):
+                self._send_response(data["id"], error=error.to_response_error())
+            raise
+
+
 class CnnLanguageServer(LanguageServer):
     """The server: document states, the analysis worker, and conversions between spans and LSP ranges."""
 
     def __init__(self, debounce: float = DEBOUNCE_SECONDS) -> None:
         super().__init__(
-            "cnndsl", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+            "cnndsl",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=_Protocol,
         )
         self.debounce = debounce
         self.states: dict[str, _State] = {}
@@ -76,10 +96,9 @@ class CnnLanguageServer(LanguageServer):
 
     async def current(self, uri: str) -> DocumentIndex | None:
         """The index of the document's current version, analysing it now if that has not happened yet."""
-        try:
-            document = self.workspace.get_text_document(uri)
-        except Exception:  # noqa: BLE001 - an unknown or closed URI has no index
-            return None
+        if uri not in self.workspace.text_documents:
+            return None  # never opened, or closed: nothing to answer from (pygls would read it from disk)
+        document = self.workspace.get_text_document(uri)
         state = self.state(uri)
         version = document.version if document.version is not None else 0
         if state.version == version:
@@ -133,7 +152,7 @@ class CnnLanguageServer(LanguageServer):
             else:
                 items = []
         else:
-            items = [self.to_lsp(d, index) for d in index.analysis.diagnostics]
+            items = [self.to_lsp(d, index, uri) for d in index.analysis.diagnostics]
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri, items, version))
 
     # ---------------------------------------------------------------------------- conversions ---
@@ -178,8 +197,7 @@ class CnnLanguageServer(LanguageServer):
             return uri
         return from_fs_path(os.path.abspath(file)) or file
 
-    def to_lsp(self, diagnostic: Diagnostic, index: DocumentIndex) -> types.Diagnostic:
-        uri = self.uri_of(index.file, index, "")
+    def to_lsp(self, diagnostic: Diagnostic, index: DocumentIndex, uri: str) -> types.Diagnostic:
         related: list[types.DiagnosticRelatedInformation] = []
         span = diagnostic.span
         message = diagnostic.message
@@ -509,6 +527,8 @@ def create_server(debounce: float = DEBOUNCE_SECONDS) -> CnnLanguageServer:
     def formatting(
         ls: CnnLanguageServer, params: types.DocumentFormattingParams
     ) -> list[types.TextEdit] | None:
+        if params.text_document.uri not in ls.workspace.text_documents:
+            return None
         document = ls.workspace.get_text_document(params.text_document.uri)
         try:
             from ..fmt import format_source
