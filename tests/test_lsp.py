@@ -11,12 +11,7 @@ import re
 
 import pytest
 import pytest_lsp
-from lsprotocol import types
-
-import cnndsl
-from cnndsl.analysis import format_count, summarize
-from cnndsl.ops import fmt_shape
-from tests.lsp_support import (
+from lsp_support import (
     ROOT,
     SERVER,
     TIMEOUT,
@@ -30,6 +25,11 @@ from tests.lsp_support import (
     span_range,
     uri,
 )
+from lsprotocol import types
+
+import cnndsl
+from cnndsl.analysis import format_count, summarize
+from cnndsl.ops import fmt_shape
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

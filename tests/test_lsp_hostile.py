@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_lsp
-from lsprotocol import types
-
-from tests.lsp_support import (
+from lsp_support import (
     ROOT,
     SERVER,
     TIMEOUT,
@@ -21,6 +19,7 @@ from tests.lsp_support import (
     open_text,
     uri,
 )
+from lsprotocol import types
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -10,8 +10,7 @@ import threading
 from typing import Any
 
 import pytest
-
-from tests.lsp_support import ROOT, TIMEOUT
+from lsp_support import ROOT, TIMEOUT
 
 SMALL = "network N(image: [3, 32, 32]) {\n    conv(8, 3) -> relu\n}\n"
 
