@@ -58,6 +58,8 @@ _OUTDENT = {"|": 2}
 _TIGHT_AFTER = {"(", "[", "."}
 _TIGHT_BEFORE = {")", "]", ",", "."}
 _UNARY = {"-", "+"}
+_CALL_KEYWORDS = {"min", "max", "round"}
+"""Built-in functions, written tight against their ``(`` like any call, should the grammar make them keywords."""
 _OPERAND_KEYWORDS = {"true", "false"}
 """Keywords that end an operand (so a ``-`` after them is binary), should the grammar spell literals as words."""
 
@@ -137,6 +139,7 @@ def format_source(text: str, file: str = "<string>") -> str:
         sources.add(file, text)
         raise SpecError([e.diagnostic() for e in errors or [error]], sources) from None
     lines = _split_bodies(_lines(text))
+    comments = [line.comment for line in lines if line.comment is not None]
     result = _render(_lay_out(lines))
     try:
         after = parse(result, file)
@@ -144,7 +147,7 @@ def format_source(text: str, file: str = "<string>") -> str:
         raise FormatError(f"the formatted text does not parse ({error.span}: {error.message})") from None
     if _strip_spans(before) != _strip_spans(after):
         raise FormatError("the formatted text parses to a different program")
-    if _comments(text) != _comments(result):
+    if comments != _comments(result):
         raise FormatError("the formatted text lost or changed a comment")
     return result
 
@@ -226,8 +229,8 @@ def _space(previous: Token, token: Token, depth: int, unary: bool) -> str:
     before, value = previous.value, token.value
     if before in _TIGHT_AFTER or value in _TIGHT_BEFORE or unary:
         return ""
-    if value == "(" and previous.type == "NAME":
-        return ""  # a call
+    if value == "(" and (previous.type == "NAME" or before in _CALL_KEYWORDS):
+        return ""  # a call; after any other keyword (`not (a or b)`) the bracket groups
     if before == "{" and value == "}":
         return ""
     if value in ("=", ":") and depth > 0:
