@@ -19,6 +19,8 @@ from .network import Network
 from .ops import Shape
 from .syntax import BlockDef, Defaults, Import, Module, NetworkDef, parse_recovering
 
+ParseCache = dict[tuple[str, str], tuple[Module, list[LocatedError]]]
+
 
 @dataclass
 class _Program:
@@ -55,6 +57,8 @@ class _Loader:
         self.program = _Program()
         self._loaded: set[Path] = set()
         self.syntax_errors = 0
+        self.parse_cache: ParseCache | None = None
+        """Parsed files by (name, text), kept by a caller that checks the same files again and again (an editor)."""
         self.imports: dict[Span, Path] = {}
         """Where each import statement (by its span) resolved to: an editor's go-to-definition."""
 
@@ -64,7 +68,12 @@ class _Loader:
         self.program.files.append(file)
         # Every syntax error of the file is reported; what parsed is still read, so its imports and blocks are
         # checked too (the caller elaborates nothing once a syntax error is reported).
-        module, syntax_errors = parse_recovering(text, file)
+        cached = self.parse_cache.get((file, text)) if self.parse_cache is not None else None
+        module, syntax_errors = cached if cached is not None else parse_recovering(text, file)
+        if self.parse_cache is not None and cached is None:
+            if len(self.parse_cache) >= 64:
+                self.parse_cache.clear()
+            self.parse_cache[(file, text)] = (module, syntax_errors)
         for syntax_error in syntax_errors:
             self.sink.add(syntax_error.diagnostic())
         self.syntax_errors += len(syntax_errors)
@@ -365,15 +374,18 @@ def analyse_document(
     node_budget: int = DEFAULT_NODE_BUDGET,
     max_errors: int = 100,
     allow_outside_imports: bool = True,
+    parse_cache: ParseCache | None = None,
 ) -> DocumentAnalysis:
     """Parse and check ``text`` as the file ``file`` (imports resolve against ``directory``), never raising.
 
     Unlike :func:`load`, every network of the file is elaborated, a file of blocks alone is fine, and what
     elaborated before and around errors is returned. When a file has syntax errors only they are reported:
     statements left out by the parser's recovery would make the shape checker report errors that are not there,
-    but the networks are still elaborated for their shapes."""
+    but the networks are still elaborated for their shapes. ``parse_cache`` (any dict, kept by the caller) saves
+    parsing imported files again while they do not change."""
     sink = DiagnosticSink(limit=max(1, max_errors))
     loader = _Loader(directory.resolve(), allow_outside_imports, sink)
+    loader.parse_cache = parse_cache
     self_path = (directory / Path(file).name).resolve() if os.path.isabs(file) else None
     if self_path is not None:
         loader._loaded.add(self_path)

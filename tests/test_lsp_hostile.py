@@ -205,7 +205,7 @@ async def test_an_error_inside_an_imported_file_is_shown_on_the_import(
         "}}}}{{{{",
         "block B(" * 300,
         "network N(image: [3, 8, 8]) {\n" + "(" * 5000 + "\n}\n",
-        "network N(image: [3, 8, 8]) {\n    relu" + " -> relu" * 20_000 + "\n}\n",
+        "network N(image: [3, 8, 8]) {\n    relu" + " -> relu" * 5_000 + "\n}\n",
         "\ud83d\ude00 network N(image: [3, 8, 8]) { relu }",
     ],
     ids=["empty", "control", "keyword", "open", "braces", "headers", "deep", "long-chain", "emoji"],

@@ -22,7 +22,7 @@ from typing import Any
 from .. import ops
 from ..analysis import AnalysisError, LayerCost, analyse_layers, format_count, format_field
 from ..diagnostics import Span
-from ..explain import explain
+from ..explain import Explanation, explain
 from ..frontend import DocumentAnalysis
 from ..network import Network, Node
 from ..ops import fmt_shape
@@ -174,6 +174,9 @@ class DocumentIndex:
         self.occurrences: list[Occurrence] = []
         self.sites: dict[Span, Site] = {}
         self._costs: dict[int, dict[int, LayerCost]] = {}
+        self._explanations: dict[int, dict[str, Explanation]] = {}
+        self.warmed: Any = None
+        """The server's handle on :meth:`warm` running for this index (a future), or None before it starts."""
         self._node_network: dict[int, int] = {}  # id(node) -> network index
         self._collect_occurrences(self.module, self.occurrences)
         self._collect_sites()
@@ -276,6 +279,30 @@ class DocumentIndex:
                 layers = []
             self._costs[index] = {layer.id: layer for layer in layers}
         return self._costs[index].get(node.id)
+
+    def warm(self) -> None:
+        """Compute every node's costs and explanation now, so each hover is a lookup (the server runs this on its
+        worker thread once the document is idle, or on the first hover)."""
+        for index, network in enumerate(self.analysis.networks):
+            if network.layers:
+                self.costs(network.layers[0])
+            if index not in self._explanations:
+                try:
+                    self._explanations[index] = {e.path: e for e in explain(network)}
+                except (KeyError, IndexError, AnalysisError, ValueError, ZeroDivisionError):
+                    self._explanations[index] = {}
+
+    def explanation(self, node: Node) -> Explanation | None:
+        index = self._node_network.get(id(node))
+        if index is None:
+            return None
+        cached = self._explanations.get(index)
+        if cached is not None:
+            return cached.get(node.path)
+        try:
+            return explain(self.analysis.networks[index], node.path)[0]
+        except (KeyError, IndexError, AnalysisError, ValueError, ZeroDivisionError):
+            return None
 
     def network_of(self, node: Node) -> Network | None:
         index = self._node_network.get(id(node))
@@ -473,12 +500,8 @@ class DocumentIndex:
             )
         if len(site.nodes) > 1:
             out.append(f"(the first of {len(site.nodes)} instances; the others may differ)")
-        network = self.network_of(node)
-        if network is not None and layer is not None:
-            try:
-                explanation = explain(network, node.path)[0]
-            except (KeyError, IndexError, AnalysisError, ValueError, ZeroDivisionError):
-                explanation = None
+        if layer is not None:
+            explanation = self.explanation(node)
             if explanation is not None:
                 out.append("```\n" + "\n".join(explanation.lines) + "\n```")
         return "\n\n".join(line for line in out if line)

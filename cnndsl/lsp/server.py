@@ -24,13 +24,16 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from .. import __version__
 from ..diagnostics import Diagnostic, Span
-from ..frontend import analyse_document
+from ..frontend import ParseCache, analyse_document
 from .index import Completion, DocumentIndex
 
 log = logging.getLogger(__name__)
 
 MAX_DOCUMENT_CHARS = 2_000_000
 """Documents larger than this are not analysed (the zoo's largest spec is under 10 kB); one diagnostic says so."""
+
+WARM_AFTER_SECONDS = 0.3
+"""Idle time after a check before costs and explanations are precomputed for hovers (off the typing path)."""
 
 DEBOUNCE_SECONDS = 0.03
 """Quiet time after a change before it is analysed: typing fast re-checks once, not once per keystroke."""
@@ -122,14 +125,32 @@ class CnnLanguageServer(LanguageServer):
             if version >= state.version:
                 state.index, state.version = index, version
                 self.publish(uri, version, index, text)
+                if index is not None:
+                    loop.create_task(self._warm_when_idle(uri, index))
             return index
         return await asyncio.shield(future)
+
+    async def _warm_when_idle(self, uri: str, index: DocumentIndex) -> None:
+        """Precompute costs and explanations once the user pauses, unless a newer version has come."""
+        await asyncio.sleep(WARM_AFTER_SECONDS)
+        if self.states.get(uri) is not None and self.states[uri].index is index:
+            await self.warm(index)
+
+    async def warm(self, index: DocumentIndex) -> None:
+        """Wait until :meth:`DocumentIndex.warm` has run for this index (on the worker thread)."""
+        if index.warmed is None:
+            index.warmed = asyncio.get_running_loop().run_in_executor(self.worker, index.warm)
+        try:
+            await asyncio.shield(index.warmed)
+        except Exception:  # noqa: BLE001 - without costs a hover says less; it must still answer
+            log.exception("precomputing costs failed")
 
     async def locate(self, uri: str, position: types.Position) -> tuple[DocumentIndex, int, int] | None:
         """The current index and a request's position in it (1-based), or None outside the document."""
         index = await self.current(uri)
         if index is None:
             return None
+        await self.warm(index)
         where = self.position_in(index, position)
         return None if where is None else (index, *where)
 
@@ -254,6 +275,10 @@ def _import_span(index: DocumentIndex, file: str) -> Span:
     return Span(index.file, 1, 1, 1, 2)
 
 
+_PARSED: ParseCache = {}
+"""Parsed files by (name, text), shared by every analysis (only the worker thread touches it)."""
+
+
 def _build_index(uri: str, text: str) -> DocumentIndex | None:
     """Analyse one version of a document (on the worker thread)."""
     if len(text) > MAX_DOCUMENT_CHARS:
@@ -263,7 +288,7 @@ def _build_index(uri: str, text: str) -> DocumentIndex | None:
         file, directory = os.path.abspath(path), Path(os.path.abspath(path)).parent
     else:
         file, directory = uri, Path.cwd()
-    analysis = analyse_document(text.lstrip("\ufeff"), file, directory)
+    analysis = analyse_document(text.lstrip("\ufeff"), file, directory, parse_cache=_PARSED)
     index = DocumentIndex(analysis, text)
     # Built here, off the event loop: the first hover or hint of a version then only looks things up.
     for stmt, _ in index.statements:
@@ -337,6 +362,8 @@ def create_server(debounce: float = DEBOUNCE_SECONDS) -> CnnLanguageServer:
         index = await ls.current(params.text_document.uri)
         if index is None:
             return None
+        if ls.show_costs:
+            await ls.warm(index)
         first, last = params.range.start.line + 1, params.range.end.line + 1
         out = []
         for hint in index.inlay_hints(first, last, ls.show_costs):
