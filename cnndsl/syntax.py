@@ -907,9 +907,10 @@ def _error_region(text: str, error: UnexpectedInput, located: LocatedError) -> t
         if error.token.type == "$END" and _open_braces(text) > 0:
             return None
         return None if before is None else _region(text, before)
-    if isinstance(error, UnexpectedCharacters) and text[error.pos_in_stream : error.pos_in_stream + 1] == ";":
-        region = _region(text, error.pos_in_stream)
-        return (error.pos_in_stream, region[1]) if region else None
+    position = error.pos_in_stream or 0
+    if isinstance(error, UnexpectedCharacters) and text[position : position + 1] == ";":
+        region = _region(text, position)
+        return (position, region[1]) if region else None
     return _region(text, _offset(text, located.span))
 
 
