@@ -566,3 +566,20 @@ async def test_formatting_returns_the_formatters_text(client: RecordingClient) -
     assert edits is not None
     assert _apply(text, edits) == fmt.format_source(text)
     assert _apply(text, edits) != text
+
+
+async def test_hover_on_a_densenet_block_matches_torchvision(client: RecordingClient) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    path = SPECS / "densenet121.cnn"
+    text = path.read_text(encoding="utf-8")
+    doc, _ = await open_file(client, path)
+    shown = await hover(client, doc, position(text, "DenseBlock(12)", 2))
+    reference = torchvision.models.densenet121().features
+    assert "[128, 28, 28] -> [512, 28, 28]" in shown  # 128 + 12 * 32 channels
+    assert f"params {sum(p.numel() for p in reference.denseblock2.parameters()):,}" in shown
+    assert "`DenseBlock(n=12, growth=32)`" in shown
+    # In the block's body, one statement runs in four instances: the hint lists their distinct shapes.
+    hints = await inlay_hints(client, doc, text)
+    assert hints[position(text, "DenseLayer(growth) * n").line] == (
+        ": [256, 56, 56] | [512, 28, 28] | [1024, 14, 14] | ..."
+    )

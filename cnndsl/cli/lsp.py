@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .common import CliError
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -24,7 +26,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lsp.server import serve  # pygls is only imported when the server runs
+    try:
+        from ..lsp.server import serve  # pygls is only imported when the server runs
+    except ImportError as error:
+        raise CliError(f"the language server needs pygls 2 ({error}); pip install 'pygls>=2'") from None
 
     serve(max(args.debounce_ms, 0) / 1000)
     return 0
