@@ -32,6 +32,7 @@ input, or :class:`FormatError` is raised and nothing is written.
 from __future__ import annotations
 
 import dataclasses
+import gc
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,18 @@ def format_source(text: str, file: str = "<string>") -> str:
 
     Raises :class:`~cnndsl.diagnostics.SpecError` (located, as ``cnndsl check`` reports it) when the text does not
     parse, and :class:`FormatError` if the result would not be the same program (a bug in the formatter)."""
+    # The cyclic garbage collector's passes over lark's many small objects made large files superlinear (as in the
+    # front end); nothing here makes cycles that need it.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _format(text, file)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _format(text: str, file: str) -> str:
     text = text.removeprefix("\ufeff")
     try:
         before = parse(text, file)
