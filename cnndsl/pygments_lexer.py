@@ -52,7 +52,6 @@ class CnnLexer(RegexLexer):
     aliases: ClassVar[list[str]] = ["cnn", "cnndsl"]
     filenames: ClassVar[list[str]] = ["*.cnn"]
     mimetypes: ClassVar[list[str]] = ["text/x-cnn"]
-    url = "https://github.com/cnndsl/cnndsl"
 
     tokens: ClassVar[dict[str, list[Any]]] = {
         "root": [
