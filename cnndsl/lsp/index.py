@@ -478,6 +478,15 @@ class DocumentIndex:
             return f"import `{shown}`" + ("" if exists else " (not found)"), occurrence.span
         if what == "network":
             return self._network_text(occurrence.name), occurrence.span
+        if occurrence.name == "shortcut" and occurrence.site is not None:
+            text = "`shortcut`: the input of the `add`, projected by a 1x1 conv + bn where its shape differs"
+            site = self.sites.get(occurrence.site)
+            if site is not None and site.nodes:
+                node = site.nodes[0][1]
+                text += f"\n\nfirst projection: **{node.path}** {self._io(node)}"
+            else:
+                text += "\n\nhere: identity (the shapes match)"
+            return text, occurrence.span
         return None
 
     def _op_text(self, name: str, site_span: Span) -> str:
