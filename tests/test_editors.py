@@ -277,6 +277,43 @@ def test_extension_manifest() -> None:
     assert lock["packages"][""]["devDependencies"] == manifest["devDependencies"]  # npm ci will not refuse it
 
 
+def activate(settings: dict[str, Any]) -> list[Any]:
+    """What the extension's activate() does with these settings (node, with stand-ins for the vscode modules)."""
+    if shutil.which("node") is None:
+        pytest.skip("node missing")
+    done = subprocess.run(
+        ["node", str(EXTENSION / "test" / "activate.js"), json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_extension_starts_the_configured_server() -> None:
+    events = activate({"command": "/opt/venv/bin/cnndsl"})
+    kinds = [event[0] for event in events]
+    # Started, restarted when a `cnndsl.server` setting changed (the stand-in then sets args to lsp --verbose),
+    # stopped on deactivate.
+    assert kinds == ["client", "start", "activated", "stop", "client", "start", "stop"], kinds
+    first, second = events[0][1], events[4][1]
+    assert first["server"] == {"command": "/opt/venv/bin/cnndsl", "args": ["lsp"], "transport": 0}
+    assert second["server"]["args"] == ["lsp", "--verbose"]
+    assert {"scheme": "file", "language": "cnn"} in first["documentSelector"]
+    assert events[2][1] == ["cnndsl.restartServer"]
+
+
+def test_extension_explains_a_missing_server() -> None:
+    events = activate({"failStart": True})
+    errors = [event[1] for event in events if event[0] == "error"]
+    assert errors[0].startswith(
+        "cnndsl: could not start the language server with 'cnndsl lsp' (spawn cnndsl ENOENT)"
+    )
+    assert "cnndsl.server.command" in errors[0]
+    assert activate({"enabled": False}) == [["activated", ["cnndsl.restartServer"]]]  # highlighting only
+
+
 @pytest.mark.slow
 def test_vsix_builds(tmp_path: Path) -> None:
     # `make vscode`'s build, in a copy of the extension folder: a .vsix with the bundle, grammar and configuration.

@@ -28,9 +28,9 @@ async function start() {
   try {
     await client.start();
   } catch (error) {
-    const command = serverOptions().command;
+    const { command, args } = serverOptions();
     vscode.window.showErrorMessage(
-      `cnndsl: could not start the language server with '${command} lsp' (${error.message}). ` +
+      `cnndsl: could not start the language server with '${[command, ...args].join(" ")}' (${error.message}). ` +
         "Install cnndsl, or set 'cnndsl.server.command' to its full path."
     );
     client = null;
