@@ -329,7 +329,9 @@ class Elaborator:
             v is not WILDCARD and v != d for v, d in zip(expected, ref.shape, strict=False)
         ):
             raise LocatedError(
-                expr.span, f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}"
+                expr.span,
+                f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}",
+                code="shape-assertion",
             )
 
     def defaults(
@@ -559,7 +561,7 @@ class Elaborator:
                 fixes=fixes,
             )
         span = spans.get(error.param, call.span) if error.param else call.span
-        return LocatedError(span, error.message)
+        return LocatedError(span, error.message, code="op")
 
     def _merge(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
         if call.kwargs:
@@ -596,7 +598,7 @@ class Elaborator:
             message = error.message
             if error.branch is not None and any(r.node == x.node for r in final):
                 message += "; an identity branch keeps the input's shape: use shortcut to project it"
-            raise LocatedError(span, message) from None
+            raise LocatedError(span, message, code="merge") from None
         node = self._add_node(op.name, {}, scope.fresh(op.name), call.span, scope, final, shape)
         return Ref(node.id, shape)
 
