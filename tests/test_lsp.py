@@ -546,9 +546,18 @@ async def test_diagnostics_follow_changes(client: RecordingClient) -> None:
     assert await open_text(client, doc, good) == []
     await change(client, doc, good.replace("conv(8, 3)", "conv(8, 33)"), 2)
     diagnostics = await diagnostics_for(client, doc, 2)
-    assert len(diagnostics) == 1 and diagnostics[0].range.start.line == 1
-    await change(client, doc, good, 3)
-    assert await diagnostics_for(client, doc, 3) == []
+    assert [(d.code, d.range) for d in diagnostics] == [("op", span_range(2, 13, 2, 15))]  # at the kernel
+    await change(client, doc, good.replace("conv(8, 3)", "conv(8, 3) : [8, 32, 32]"), 3)
+    diagnostics = await diagnostics_for(client, doc, 3)
+    assert [(d.code, d.range, d.message) for d in diagnostics] == [
+        (
+            "shape-assertion",
+            span_range(2, 18, 2, 29),
+            "shape assertion failed: expected [8, 32, 32], got [8, 30, 30]",
+        )
+    ]
+    await change(client, doc, good, 4)
+    assert await diagnostics_for(client, doc, 4) == []
 
 
 async def test_formatting_returns_the_formatters_text(client: RecordingClient) -> None:
