@@ -251,6 +251,11 @@ def test_zoo_specs_are_formatted(path: Path) -> None:
     assert format_source(text, str(path)) == text, f"run: cnndsl fmt {path.relative_to(ROOT)}"
 
 
+def test_fmt_check_passes_on_the_zoo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fmt", "--check", str(SPECS)]) == 0
+    assert f"0 files would be reformatted, {len(ZOO)} unchanged" in capsys.readouterr().err
+
+
 def test_formatting_the_zoo_keeps_every_network(tmp_path: Path) -> None:
     # The zoo scrambled (indentation, spaces, blank lines), formatted by the command line, must be the zoo again and
     # load to the same networks.
