@@ -112,6 +112,7 @@ async def test_inlay_hints_agree_with_the_checker_and_the_shape_assertions(
     assert hints[last] == ": " + fmt_shape(network.outputs[0].shape)
 
 
+@pytest.mark.slow  # imports torch / moves megabytes through the protocol
 async def test_inlay_hint_shapes_match_torchvision_resnet18(client: RecordingClient) -> None:
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
@@ -136,6 +137,7 @@ async def test_inlay_hint_shapes_match_torchvision_resnet18(client: RecordingCli
     assert hints[line["linear"]] == ": " + _shape_text(shapes["fc"])
 
 
+@pytest.mark.slow  # imports torch / moves megabytes through the protocol
 async def test_hover_on_an_op_shows_arguments_shapes_costs_and_the_formula(client: RecordingClient) -> None:
     torch = pytest.importorskip("torch")
     path = SPECS / "resnet18.cnn"
@@ -155,6 +157,7 @@ async def test_hover_on_an_op_shows_arguments_shapes_costs_and_the_formula(clien
     assert "floor((224 + 2·3 − 1·(7−1) − 1)/2) + 1 = floor(223/2) + 1 = 112" in shown
 
 
+@pytest.mark.slow  # imports torch / moves megabytes through the protocol
 async def test_hover_on_a_block_call_shows_the_instance(client: RecordingClient) -> None:
     torchvision = pytest.importorskip("torchvision")
     path = SPECS / "resnet18.cnn"
@@ -577,6 +580,7 @@ async def test_formatting_returns_the_formatters_text(client: RecordingClient) -
     assert _apply(text, edits) != text
 
 
+@pytest.mark.slow  # imports torch / moves megabytes through the protocol
 async def test_hover_on_a_densenet_block_matches_torchvision(client: RecordingClient) -> None:
     torchvision = pytest.importorskip("torchvision")
     path = SPECS / "densenet121.cnn"

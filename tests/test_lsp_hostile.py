@@ -113,6 +113,7 @@ async def test_positions_outside_the_document(client: RecordingClient) -> None:
     await still_alive(client)
 
 
+@pytest.mark.slow  # imports torch / moves megabytes through the protocol
 async def test_a_5_mb_document(client: RecordingClient) -> None:
     line = "    conv(8, 3, padding=same) -> relu   # filler\n"
     text = "network Big(image: [3, 32, 32]) {\n" + line * (5_000_000 // len(line)) + "}\n"
@@ -135,6 +136,7 @@ async def test_a_5_mb_document(client: RecordingClient) -> None:
     await still_alive(client)
 
 
+@pytest.mark.slow  # imports torch / moves megabytes through the protocol
 async def test_a_thousand_rapid_changes(client: RecordingClient) -> None:
     doc = "untitled:rapid.cnn"
     await open_text(client, doc, SMALL)

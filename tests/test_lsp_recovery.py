@@ -206,7 +206,7 @@ def mutated(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_recovery_never_fails_and_agrees_with_parse(text: str) -> None:
     module, errors = parse_recovering(text, "f.cnn")
