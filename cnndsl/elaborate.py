@@ -15,7 +15,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import ops
-from .diagnostics import Diagnostic, DiagnosticSink, Frame, LocatedError, SourceMap, Span, did_you_mean
+from .diagnostics import (
+    Diagnostic,
+    DiagnosticSink,
+    Frame,
+    LocatedError,
+    SourceMap,
+    Span,
+    did_you_mean,
+    suggestion,
+)
 from .network import Network, Node, Tensor
 from .ops import OpDef, OpError, Shape, fmt_shape
 from .syntax import (
@@ -189,6 +198,12 @@ class Elaborator:
         if self.sink.full:
             raise _Stop()
 
+    def report_error(self, error: LocatedError, scope: Scope | None) -> None:
+        """Report a caught error with its code and fixes, in the chain of ``scope``."""
+        self.sink.add(error.diagnostic(scope.frames if scope else ()))
+        if self.sink.full:
+            raise _Stop()
+
     def _spend(self, steps: int, span: Span, scope: Scope | None) -> None:
         """Count elaboration work; stop once it passes the limit derived from the node budget."""
         self.work += steps
@@ -335,7 +350,7 @@ class Elaborator:
                 elif isinstance(stmt, ParamDecl):
                     self._param(stmt, scope)
             except LocatedError as error:
-                self.report(error.span, error.message, scope, error.notes)
+                self.report_error(error, scope)
                 current = POISON
             except _Poisoned:
                 current = POISON
@@ -438,7 +453,9 @@ class Elaborator:
             v is not WILDCARD and v != d for v, d in zip(expected, ref.shape, strict=False)
         ):
             raise LocatedError(
-                expr.span, f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}"
+                expr.span,
+                f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}",
+                code="shape-assertion",
             )
 
     def defaults(
@@ -455,9 +472,12 @@ class Elaborator:
                 candidates = [n for n, o in ops.REGISTRY.items() if not o.variadic]
                 if call.name in self.blocks:
                     raise LocatedError(call.name_span, f"defaults apply to ops, and {call.name} is a block")
+                hint, fixes = suggestion(call.name, call.name_span, candidates)
                 raise LocatedError(
                     call.name_span,
-                    f"unknown op '{call.name}' in defaults{did_you_mean(call.name, candidates)}",
+                    f"unknown op '{call.name}' in defaults{hint}",
+                    code="unknown-op",
+                    fixes=fixes,
                 )
             if call.args:
                 raise LocatedError(
@@ -466,9 +486,12 @@ class Elaborator:
             for kwarg in call.kwargs:
                 spec = op.param(kwarg.name)
                 if spec is None:
+                    hint, fixes = suggestion(kwarg.name, kwarg.span, op.param_names)
                     raise LocatedError(
                         kwarg.span,
-                        f"unknown parameter '{kwarg.name}' for {op.name}{did_you_mean(kwarg.name, op.param_names)}",
+                        f"unknown parameter '{kwarg.name}' for {op.name}{hint}",
+                        code="unknown-parameter",
+                        fixes=fixes,
                     )
                 if spec.kind == "tensor":
                     raise LocatedError(
@@ -569,7 +592,8 @@ class Elaborator:
             raise LocatedError(
                 expr.span, f"'{name}' is a parameter (value {_show(scope.values[name])}), not a layer"
             )
-        raise LocatedError(expr.span, f"unknown name '{name}'{did_you_mean(name, self._layer_names(scope))}")
+        hint, fixes = suggestion(name, expr.span, self._layer_names(scope))
+        raise LocatedError(expr.span, f"unknown name '{name}'{hint}", code="unknown-name", fixes=fixes)
 
     def _layer_names(self, scope: Scope) -> list[str]:
         return [
@@ -593,8 +617,9 @@ class Elaborator:
                     call.span, f"{call.name}(...) computes a value, and a layer is expected here"
                 )
             names = [*self.blocks, *(n for n in ops.REGISTRY if ops.get(n) is not None)]
+            hint, fixes = suggestion(call.name, call.name_span, names)
             raise LocatedError(
-                call.name_span, f"unknown op or block '{call.name}'{did_you_mean(call.name, names)}"
+                call.name_span, f"unknown op or block '{call.name}'{hint}", code="unknown-op", fixes=fixes
             )
         if op.variadic:
             return self._merge(op, call, scope, x)
@@ -721,9 +746,12 @@ class Elaborator:
         known = names if len(names) <= 8 else set(names)  # blocks may have thousands of parameters
         for kwarg in call.kwargs:
             if kwarg.name not in known:
+                hint, fixes = suggestion(kwarg.name, kwarg.span, names)
                 raise LocatedError(
                     kwarg.span,
-                    f"unknown parameter '{kwarg.name}' for {what}{did_you_mean(kwarg.name, names)}",
+                    f"unknown parameter '{kwarg.name}' for {what}{hint}",
+                    code="unknown-parameter",
+                    fixes=fixes,
                 )
             if kwarg.name in values:
                 raise LocatedError(
@@ -777,10 +805,15 @@ class Elaborator:
         if isinstance(value, Symbol) and wanted_number:
             if value in self.blocks or ops.get(value) is not None:
                 return LocatedError(value.span, f"{error.message}; '{value}' is a layer, not a value")
-            hint = did_you_mean(value, scope.values)
-            return LocatedError(value.span, f"{error.message}; '{value}' is not a parameter here{hint}")
+            hint, fixes = suggestion(value, value.span, scope.values)
+            return LocatedError(
+                value.span,
+                f"{error.message}; '{value}' is not a parameter here{hint}",
+                code="unknown-name",
+                fixes=fixes,
+            )
         span = spans.get(error.param, call.span) if error.param else call.span
-        return LocatedError(span, error.message)
+        return LocatedError(span, error.message, code="op")
 
     def _merge(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
         if call.kwargs:
@@ -827,7 +860,7 @@ class Elaborator:
             message = error.message
             if error.branch is not None and any(r.node == x.node for r in final):
                 message += "; an identity branch keeps the input's shape: use shortcut to project it"
-            raise LocatedError(span, message) from None
+            raise LocatedError(span, message, code="merge") from None
         node = self._add_node(op.name, {}, scope.fresh(op.name), call.span, scope, final, shape)
         return Ref(node.id, shape)
 

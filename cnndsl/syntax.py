@@ -8,6 +8,7 @@ lark's terminal names.
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -17,7 +18,7 @@ from typing import Any
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from .diagnostics import LocatedError, Span
+from .diagnostics import Fix, LocatedError, Span
 
 MAX_NESTING = 100
 """Brackets nested deeper than this are refused before parsing: no input may exhaust the Python stack.
@@ -441,6 +442,31 @@ def _parser() -> Lark:
     )
 
 
+@cache
+def _layout_lexer() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="basic")
+
+
+def tokens(text: str) -> Iterator[Token]:
+    """Every token of ``text`` as the grammar lexes it, comments, blanks and every newline included (no
+    postlexer), for tools that keep the layout: the formatter (:mod:`cnndsl.fmt`) and highlighters.
+
+    Raises lark's ``UnexpectedCharacters`` on a character no token matches; :func:`parse` the text first for a
+    located error.
+    """
+    return _layout_lexer().lex(text, dont_ignore=True)
+
+
+def keywords() -> frozenset[str]:
+    """The grammar's reserved words (``block``, ``network``, ``return``, ...): its terminals spelled as names, for
+    highlighters and completion."""
+    return frozenset(
+        terminal.pattern.value
+        for terminal in _layout_lexer().terminals
+        if terminal.pattern.type == "str" and re.fullmatch(r"[A-Za-z_]\w*", terminal.pattern.value)
+    )
+
+
 _ARROW_NAMES: dict[str, str] = {}
 
 
@@ -854,3 +880,368 @@ def expr_text(expr: Expr) -> str:
         case Group(expr=e):
             return f"({expr_text(e)})"
     return "?"
+
+
+# --------------------------------------------------------------------------------------- recovery ---
+#
+# An editor needs every syntax error of a file at once and a tree for the rest of it. After an error the
+# statement holding it is blanked out (replaced by spaces, so every other position stays where it was) and the
+# text is parsed again, up to a limit. These functions stand beside `parse` and do not change it.
+
+MAX_SYNTAX_ERRORS = 20
+"""Syntax errors reported per file before recovery gives up on the rest."""
+
+_CLOSING = {"RBRACE", "$END", "RPAR", "RSQB", "COMMA", "VBAR", "_NL", "COLON"}
+"""Tokens that can only end something: right after '->' they mean it dangles."""
+
+_SHAPE_WORD = re.compile(r"x\d+(?:x\d+)*")
+
+
+def parse_recovering(
+    text: str, file: str = "<string>", limit: int = MAX_SYNTAX_ERRORS
+) -> tuple[Module, list[LocatedError]]:
+    """Parse like :func:`parse`, but recover at the next statement after a syntax error.
+
+    Returns the module of everything that parsed (a statement or item holding an error is left out) and the
+    errors, in source order, each with a ``syntax`` code and, where the fix is likely, a suggestion and a
+    :class:`~cnndsl.diagnostics.Fix`. With no error the module equals ``parse(text, file)``."""
+    errors: list[LocatedError] = []
+    current = text
+    closed = False
+    while True:
+        outcome = _attempt(current, file)
+        if isinstance(outcome, Module):
+            return outcome, sorted(errors, key=lambda e: (e.span.line, e.span.column))
+        error, region = outcome
+        if all(e.span != error.span or e.message != error.message for e in errors):
+            errors.append(error)
+        if len(errors) >= limit:
+            break
+        if region is None:
+            # At the end of the file with bodies still open: close them, once, and parse what there is.
+            depth = _open_braces(current)
+            if closed or depth <= 0:
+                break
+            current += "\n}" * depth
+            closed = True
+            continue
+        if error.code == "syntax-shape" and error.fixes:
+            # The intended shape is clear, so read it as intended: the item keeps its body. Columns after it
+            # on that one line shift, which only matters for a second error on the same line.
+            fix = error.fixes[0]
+            begin = _offset(current, fix.span)
+            finish = _offset(current, Span(file, fix.span.end_line, fix.span.end_column, 0, 0))
+            current = current[:begin] + fix.replacement + current[finish:]
+            continue
+        start, end = region
+        blanked = (
+            current[:start] + "".join(c if c == "\n" else " " for c in current[start:end]) + current[end:]
+        )
+        if blanked == current:
+            break
+        current = blanked
+    return Module(file, ()), sorted(errors, key=lambda e: (e.span.line, e.span.column))
+
+
+def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, int] | None]:
+    """One parse: the module, or the first error and the region of text to blank before trying again."""
+    parser = _parser()
+    postlexer = parser.options.postlex
+    assert isinstance(postlexer, _PostLexer)
+    postlexer.file = file
+    try:
+        tree = parser.parse(text)
+    except LocatedError as error:  # from the postlexer: an unclosed or too deeply nested bracket
+        return _coded(error), _region(text, _offset(text, error.span))
+    except UnexpectedInput as error:
+        brackets = list(postlexer.open_brackets)
+        located = _suggest(file, text, error, brackets) or _coded(
+            _syntax_error(file, text, error, brackets, postlexer.if_condition)
+        )
+        return located, _error_region(text, error, located)
+    except RecursionError:
+        return LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"), None
+    try:
+        return Module(file, tuple(_ToAst(file).transform(tree)))
+    except VisitError as error:
+        if isinstance(error.orig_exc, LocatedError):
+            return _coded(error.orig_exc), _region(text, _offset(text, error.orig_exc.span))
+        if isinstance(error.orig_exc, RecursionError):
+            return LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"), None
+        raise
+    except RecursionError:
+        return LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"), None
+
+
+def _coded(error: LocatedError, code: str = "syntax") -> LocatedError:
+    if error.code != "check":
+        return error
+    return LocatedError(error.span, error.message, error.notes, code=code, fixes=error.fixes)
+
+
+def _offset(text: str, span: Span) -> int:
+    """The character offset of a span's start in ``text`` (lines split at "\\n" only, as the lexer does)."""
+    offset = 0
+    for _ in range(span.line - 1):
+        found = text.find("\n", offset)
+        if found < 0:
+            return len(text)
+        offset = found + 1
+    return min(offset + span.column - 1, len(text))
+
+
+def _position(text: str, offset: int, file: str, length: int = 1) -> Span:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return Span(file, line, column, line, column + length)
+
+
+def _significant(text: str) -> list[tuple[int, str]]:
+    """Offsets and kinds of the characters that matter for statement boundaries.
+
+    Kinds: ``(`` and ``)`` for any bracket, ``{``, ``}``, ``\\n`` (a line end), ``>`` (the end of ``->``) and
+    ``.`` (anything else). Comments, strings and line continuations are skipped as the lexer skips them."""
+    out: list[tuple[int, str]] = []
+    index, size = 0, len(text)
+    while index < size:
+        char = text[index]
+        if char == "#":
+            end = text.find("\n", index)
+            index = size if end < 0 else end
+            continue
+        if char == '"':
+            end = text.find('"', index + 1)
+            newline = text.find("\n", index + 1)
+            if end < 0 or (0 <= newline < end):
+                end = size - 1 if newline < 0 else newline - 1
+            out.append((index, "."))
+            index = end + 1
+            continue
+        if char == "\\" and text[index + 1 : index + 2] in ("\n", "\r"):
+            index = text.find("\n", index) + 1 or size
+            continue
+        if char in "([":
+            out.append((index, "("))
+        elif char in ")]":
+            out.append((index, ")"))
+        elif char in "{}\n":
+            out.append((index, char))
+        elif char == "-" and text[index + 1 : index + 2] == ">":
+            out.append((index, "-"))
+            out.append((index + 1, ">"))
+            index += 2
+            continue
+        elif not char.isspace():
+            out.append((index, "."))
+        index += 1
+    return out
+
+
+def _segments(text: str) -> list[tuple[int, int, bool]]:
+    """Statement-sized pieces of the text: (start, end, is_header); a header is followed by its body's '{'.
+
+    A piece ends at a newline outside brackets (unless '->' continues the chain across it), and braces are
+    pieces of their own, as the postlexer decides where statements end."""
+    marks = _significant(text)
+    pieces: list[tuple[int, int, bool]] = []
+    start: int | None = None
+    depth = 0
+    for index, (offset, kind) in enumerate(marks):
+        if kind in "{}":
+            if start is not None:
+                pieces.append((start, offset, kind == "{"))
+            pieces.append((offset, offset + 1, False))
+            start, depth = None, 0
+            continue
+        if kind == "\n":
+            if start is None or depth > 0:
+                continue
+            before = marks[index - 1][1]
+            after = next((k for _, k in marks[index + 1 :] if k != "\n"), "")
+            if before == ">" or after in ("-", "}"):
+                continue
+            pieces.append((start, offset, False))
+            start = None
+            continue
+        if start is None:
+            start = offset
+        if kind == "(":
+            depth += 1
+        elif kind == ")":
+            depth = max(depth - 1, 0)
+    if start is not None:
+        pieces.append((start, len(text), False))
+    return pieces
+
+
+def _region(text: str, offset: int) -> tuple[int, int] | None:
+    """The statement holding ``offset`` (or the one just before it), as the span of text to blank.
+
+    A broken item header (``network N(x: 3x32x32) {``) takes its whole body with it: the body's statements
+    would otherwise be read as items."""
+    pieces = _segments(text)
+    chosen = None
+    for piece in pieces:
+        if piece[0] <= offset:
+            chosen = piece
+        else:
+            break
+    if chosen is None:
+        return None
+    start, end, header = chosen
+    if header:
+        depth = 0
+        for position, kind in _significant(text[end:]):
+            if kind == "{":
+                depth += 1
+            elif kind == "}":
+                depth -= 1
+                if depth == 0:
+                    return start, end + position + 1
+        return start, len(text)
+    return start, end
+
+
+def _previous(text: str, offset: int) -> int | None:
+    """The offset of the last significant character before ``offset`` (comments and blanks skipped)."""
+    last = None
+    for position, kind in _significant(text[:offset]):
+        if kind != "\n":
+            last = position
+    return last
+
+
+def _open_braces(text: str) -> int:
+    depth = 0
+    for _, kind in _significant(text):
+        if kind == "{":
+            depth += 1
+        elif kind == "}":
+            depth -= 1
+    return depth
+
+
+def _error_region(text: str, error: UnexpectedInput, located: LocatedError) -> tuple[int, int] | None:
+    if isinstance(error, UnexpectedToken) and error.token.type in ("$END", "RBRACE"):
+        # Nothing to blank at a '}' or the end: the incomplete statement is the one before it.
+        before = _previous(
+            text, error.token.start_pos or len(text) if error.token.type == "RBRACE" else len(text)
+        )
+        if error.token.type == "$END" and _open_braces(text) > 0:
+            return None
+        return None if before is None else _region(text, before)
+    position = error.pos_in_stream or 0
+    if isinstance(error, UnexpectedCharacters) and text[position : position + 1] == ";":
+        region = _region(text, position)
+        return (position, region[1]) if region else None
+    return _region(text, _offset(text, located.span))
+
+
+def _suggest(file: str, text: str, error: UnexpectedInput, brackets: list[Token]) -> LocatedError | None:
+    """A specific message and fix for the mistakes people make most, or None for the generic message."""
+    if isinstance(error, UnexpectedCharacters):
+        position = error.pos_in_stream or 0
+        if text[position : position + 1] == ";":
+            span = _position(text, position, file)
+            rest = text[position + 1 :].split("\n", 1)[0].split("#", 1)[0]
+            fixes = (Fix(span, ""),) if not rest.strip() else ()
+            return LocatedError(
+                span,
+                "';' is not needed: a statement ends at the end of its line",
+                code="syntax-semicolon",
+                fixes=fixes,
+            )
+        return None
+    if not isinstance(error, UnexpectedToken):
+        return None
+    token = error.token
+    start = token.start_pos if token.type != "$END" else len(text)
+    start = len(text) if start is None else start
+    before = _previous(text, start)
+    # A dangling '->': nothing follows it before a closer; point at the arrow, not at the closer.
+    if before is not None and text[before - 1 : before + 1] == "->" and token.type in _CLOSING:
+        span = _position(text, before - 1, file, 2)
+        return LocatedError(
+            span,
+            "'->' with nothing after it; add a layer after it or remove it",
+            code="syntax-dangling-arrow",
+            fixes=(Fix(span, ""),),
+        )
+    # An unquoted import path.
+    if "STRING" in error.expected and before is not None and text[: before + 1].rstrip().endswith("import"):
+        line_end = text.find("\n", start)
+        written = text[start : len(text) if line_end < 0 else line_end].split("#", 1)[0].rstrip()
+        if written:
+            span = _position(text, start, file, len(written))
+            return LocatedError(
+                span,
+                f'an import path is a string in quotes: import "{written}"',
+                code="syntax-unquoted-import",
+                fixes=(Fix(span, f'"{written}"'),),
+            )
+    # A shape written 3x32x32.
+    if (
+        token.type == "NAME"
+        and _SHAPE_WORD.fullmatch(str(token.value))
+        and start > 0
+        and text[start - 1].isdigit()
+    ):
+        first = start
+        while first > 0 and text[first - 1].isdigit():
+            first -= 1
+        written = text[first : token.end_pos]
+        dims = written.split("x")
+        span = _position(text, first, file, len(written))
+        shape = "[" + ", ".join(dims) + "]"
+        return LocatedError(
+            span,
+            f"a shape is a list: write {shape}, not {written}",
+            code="syntax-shape",
+            fixes=(Fix(span, shape),),
+        )
+    # A shape written (3, 32, 32) after ':' (an input declaration or a shape assertion).
+    if token.type == "COMMA" and brackets and brackets[-1].type == "LPAR":
+        opener = brackets[-1].start_pos or 0
+        if text[:opener].rstrip().endswith(":"):
+            close = _matching(text, opener)
+            if close is not None:
+                written = text[opener : close + 1]
+                span = _position(text, opener, file, len(written))
+                shape = "[" + written[1:-1] + "]"
+                return LocatedError(
+                    span,
+                    f"a shape is a list in square brackets: {shape}, not {written}",
+                    code="syntax-shape",
+                    fixes=(Fix(span, shape),),
+                )
+    # A missing '->' between two layers on one line.
+    if (
+        "_ARROW" in error.expected
+        and token.type == "NAME"
+        and before is not None
+        and text.count("\n", before, start) == 0
+    ):
+        span = _token_span(file, token)
+        insert = Span(file, span.line, span.column, span.line, span.column)
+        return LocatedError(
+            span,
+            f"unexpected '{token.value}'; is a '->' missing before it?",
+            code="syntax-missing-arrow",
+            fixes=(Fix(insert, "-> "),),
+        )
+    return None
+
+
+def _matching(text: str, opener: int) -> int | None:
+    """The offset of the bracket closing the one at ``opener``, if it closes on the same line."""
+    depth = 0
+    for position, kind in _significant(text[opener:]):
+        if kind == "(":
+            depth += 1
+        elif kind == ")":
+            depth -= 1
+            if depth == 0:
+                return opener + position
+        elif kind in "\n{}":
+            return None
+    return None
