@@ -11,13 +11,15 @@ The rules:
 - Inside brackets a line is indented 4 past the line that opened the innermost open bracket, and a closing
   bracket that starts a line lines up with that line. A line that starts with ``|`` is pulled back 2, so the
   branch's expression lines up with the other lines of the branch.
-- A statement continued outside brackets (before or after ``->``, or after a backslash) is indented 4 past its
-  first line.
+- A statement continued outside brackets (before or after ``->``, before a conditional expression's ``else``, or
+  after a backslash) is indented 4 past its first line. An if's ``else`` on the line after its ``}`` stays level
+  with the ``if``.
 - One space around binary operators, ``->`` and ``|``, after commas and around words; none inside brackets,
   before commas, around ``.``, after a unary ``-`` or between a name and its ``(``. ``=`` and ``:`` are spaced
   at statement level (``x = conv(8) : [8, 4, 4]``) and tight inside brackets (``conv(8, stride=2)``,
   ``image: [3, 32, 32]``).
-- Shape assertions (a statement's ``: shape``) line up in a column 2 past the longest code before one in their
+- Shape assertions (a statement's ``: shape``; not the ``:`` of a declaration that starts with a keyword, such as
+  ``param w: [c, 1, 1] = 1.0``) line up in a column 2 past the longest code before one in their
   group; trailing comments line up 2 past the longest text before one, and never left of the shape column. A
   group is a run of lines of one body with no blank line between them (comment lines do not break it).
 - At most one blank line in a row; none at the start of the file or of a body, or before a closing bracket; one
@@ -52,6 +54,9 @@ _OPENERS = {"(", "["}
 _CLOSERS = {")", "]"}
 _CONTINUES = {"->"}
 """Outside brackets a newline may stand before or after these without ending the statement (syntax's postlexer)."""
+_CONTINUES_BEFORE = {"else"}
+"""A newline may stand before these (not after) without ending the statement: an if's ``else`` on the line after its
+``}``, or the ``else`` of a conditional expression continued on the next line."""
 
 _OUTDENT = {"|": 2}
 """A line inside brackets that starts with one of these is pulled back so the rest lines up with the line above."""
@@ -59,10 +64,6 @@ _OUTDENT = {"|": 2}
 _TIGHT_AFTER = {"(", "[", "."}
 _TIGHT_BEFORE = {")", "]", ",", "."}
 _UNARY = {"-", "+"}
-_CALL_KEYWORDS = {"min", "max", "round"}
-"""Built-in functions, written tight against their ``(`` like any call, should the grammar make them keywords."""
-_OPERAND_KEYWORDS = {"true", "false"}
-"""Keywords that end an operand (so a ``-`` after them is binary), should the grammar spell literals as words."""
 
 
 class FormatError(Exception):
@@ -234,17 +235,25 @@ def _is_operand_end(token: Token | None) -> bool:
         return False
     if token.type in ("NAME", "NUMBER", "STRING"):
         return True
-    return token.value in (")", "]", "?") or token.value in _OPERAND_KEYWORDS
+    return token.value in (")", "]", "?")
 
 
-def _space(previous: Token, token: Token, depth: int, unary: bool) -> str:
-    """The space between two tokens on one line; ``depth`` is the bracket depth at ``token``."""
+def _is_keyword(token: Token) -> bool:
+    """A word the grammar reserves (``param``, ``if``, ``let``, ...): lexed as its own terminal, not a NAME."""
+    return token.type != "NAME" and token.value[:1].isalpha()
+
+
+def _space(previous: Token, token: Token, depth: int, unary: bool, declaration: bool = False) -> str:
+    """The space between two tokens on one line; ``depth`` is the bracket depth at ``token``; ``declaration``: in a
+    statement that starts with a keyword, whose ``:`` is tight like an input declaration's (``param w: [8]``)."""
     before, value = previous.value, token.value
     if before in _TIGHT_AFTER or value in _TIGHT_BEFORE or unary:
         return ""
-    if value == "(" and (previous.type == "NAME" or before in _CALL_KEYWORDS):
-        return ""  # a call; after any other keyword (`not (a or b)`) the bracket groups
+    if value == "(" and previous.type == "NAME":
+        return ""  # a call (built-ins such as min are names); after a keyword (`not (a or b)`) the bracket groups
     if before == "{" and value == "}":
+        return ""
+    if value == ":" and declaration:
         return ""
     if value in ("=", ":") and depth > 0:
         return ""  # keyword arguments, parameter defaults and input declarations: stride=2, image: [3, 8, 8]
@@ -264,6 +273,8 @@ def _lay_out(lines: list[_Line]) -> list[_Laid]:
     previous: Token | None = None
     before_previous: Token | None = None
     statement_first = 0  # index in `laid` of the current statement's first line
+    # A statement that starts with a keyword declares (`param w: [c, 1, 1] = 1.0`): its ':' is no shape assertion.
+    declaration = False
     for line in lines:
         opens_top_level = False
         if not line.tokens:
@@ -274,18 +285,22 @@ def _lay_out(lines: list[_Line]) -> list[_Laid]:
             indent = brackets[-1] if first in _CLOSERS else brackets[-1] + INDENT - _OUTDENT.get(first, 0)
         elif first == "}":
             indent = (braces - 1) * INDENT
-        elif continued or first in _CONTINUES:
+        elif first in _CONTINUES_BEFORE and previous is not None and previous.value == "}":
+            indent = braces * INDENT  # an if's `else` on the line after its `}`: level with the `if`
+        elif continued or first in _CONTINUES or first in _CONTINUES_BEFORE:
             indent = statement_indent + INDENT
         else:
             indent = statement_indent = braces * INDENT
             statement_first = len(laid)
+            declaration = _is_keyword(line.tokens[0])
         parts: list[str] = []
         colon: int | None = None
         for index, token in enumerate(line.tokens):
             depth = len(brackets)
             unary = previous is not None and previous.value in _UNARY and not _is_operand_end(before_previous)
-            parts.append((_space(line.tokens[index - 1], token, depth, unary) if index else "") + token.value)
-            if token.value == ":" and depth == 0 and colon is None:
+            space = _space(line.tokens[index - 1], token, depth, unary, declaration) if index else ""
+            parts.append(space + token.value)
+            if token.value == ":" and depth == 0 and colon is None and not declaration:
                 colon = index
             if token.value in _OPENERS:
                 brackets.append(indent)

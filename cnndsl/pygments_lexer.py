@@ -62,6 +62,7 @@ class CnnLexer(RegexLexer):
             # Unterminated while being typed: still a string, not a cascade of errors.
             (r'"[^"\n]*', String.Double),
             (r"(block|network)(\s+)([A-Za-z_]\w*)", bygroups(Keyword.Declaration, Whitespace, Name.Class)),
+            (r"(def)(\s+)([A-Za-z_]\w*)", bygroups(Keyword.Declaration, Whitespace, Name.Function)),
             (r"\b(in)(\s*)(\.)", bygroups(Name.Builtin.Pseudo, Whitespace, Punctuation)),
             *_keyword_rules(),
             (words(lexicon.op_names(), prefix=r"\b", suffix=r"\b"), Name.Builtin),

@@ -85,6 +85,13 @@ def grammar() -> dict[str, Any]:
                         },
                     },
                     {
+                        "match": rf"\b(def)\s+({NAME})",
+                        "captures": {
+                            "1": {"name": ROLE_SCOPES["declaration"]},
+                            "2": {"name": "entity.name.function.def.cnn"},
+                        },
+                    },
+                    {
                         "match": rf"\b(network)\s+({NAME})",
                         "captures": {
                             "1": {"name": ROLE_SCOPES["declaration"]},

@@ -29,26 +29,35 @@ from pygments.token import Comment, Error, Keyword, Name, Number, Operator, Stri
 from cnndsl import ops
 from cnndsl.cli import COMMAND_MODULES
 from cnndsl.pygments_lexer import CnnLexer
-from cnndsl.syntax import keywords, tokens
+from cnndsl.syntax import keywords, parse, tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTENSION = ROOT / "editors" / "vscode"
 ZOO = sorted((ROOT / "specs").rglob("*.cnn"))
 NODE_MODULES = EXTENSION / "node_modules"
 
-# Text the language is expected to accept after its next grammar changes: highlighters know these words already.
-ANTICIPATED = """\
+# Language v2's constructs, every keyword among them: highlighters must know each word.
+V2_SAMPLE = """\
+def half(c) = c // 2
+
 block Down(c, deep=false) {
-    param scale = 2
-    x, y = conv(c, 3) -> bn
+    param scale: [c, 1, 1] = 1.0
+    let width = max(c, 8)
     if deep and not (c > 64 or c == 32) {
         relu
     } else {
         gelu
     }
+    x = conv(half(width), 3) * 2 as i
     return min(c, 3) if true else round(c / 2)
 }
 """
+
+
+def test_v2_sample_parses() -> None:
+    module = parse(V2_SAMPLE)
+    assert [type(item).__name__ for item in module.items] == ["FuncDef", "BlockDef"]
+    assert {"def", "let", "param", "if", "else", "as", "and", "or", "not"} <= keywords()
 
 
 def _gen_textmate() -> ModuleType:
@@ -154,12 +163,12 @@ def test_textmate_scopes_every_token_of_the_zoo() -> None:
     assert seen["op"] > 200 and seen["comment"] > 100, seen
 
 
-def test_textmate_knows_the_anticipated_words(tmp_path: Path) -> None:
+def test_textmate_knows_the_v2_words(tmp_path: Path) -> None:
     path = tmp_path / "v2.cnn"
-    path.write_text(ANTICIPATED, encoding="utf-8")
-    lines = ANTICIPATED.split("\n")
+    path.write_text(V2_SAMPLE, encoding="utf-8")
+    lines = V2_SAMPLE.split("\n")
     scoped = {lines[line][start:end]: scopes[-1] for line, start, end, scopes in tokenize([path])[str(path)]}
-    for word in ("if", "else", "return", "param", "block"):
+    for word in ("if", "else", "return", "param", "block", "def", "let", "as"):
         assert scoped[word].startswith("keyword."), (word, scoped[word])
     for word in ("and", "not", "or"):
         assert scoped[word] == "keyword.operator.logical.cnn"
@@ -170,6 +179,10 @@ def test_textmate_knows_the_anticipated_words(tmp_path: Path) -> None:
     assert scoped["min"] == scoped["round"] == "support.function.builtin.cnn"
     assert scoped["=="] == scoped[">"] == "keyword.operator.comparison.cnn"
     assert scoped["Down"] == "entity.name.function.block.cnn"
+    first: dict[str, str] = {}
+    for line, start, end, scopes in tokenize([path])[str(path)]:
+        first.setdefault(lines[line][start:end], scopes[-1])
+    assert first["half"] == "entity.name.function.def.cnn"  # the definition, not a call
     assert not any(s.startswith("invalid") for s in scoped.values())
 
 
@@ -225,20 +238,24 @@ def test_pygments_lexes_the_zoo_like_the_parser() -> None:
             where = f"{path.name}:{line + 1}:{start + 1} {value!r} ({category})"
             assert (line, start) in found, f"{where}: split differently"
             token_end, kind = found[(line, start)]
-            assert token_end == end and kind in PYGMENTS_TYPES[category], f"{where}: {kind} to {token_end}"
+            wanted = PYGMENTS_TYPES[category]
+            if category == "keyword" and value in ("and", "or", "not"):
+                wanted = Operator.Word  # the logical keywords, as Pygments colours Python's
+            assert token_end == end and kind in wanted, f"{where}: {kind} to {token_end}"
             seen[category] += 1
     assert set(seen) == set(PYGMENTS_TYPES), seen
 
 
-def test_pygments_knows_the_anticipated_words() -> None:
+def test_pygments_knows_the_v2_words() -> None:
     kinds: dict[str, _TokenType] = {}
-    for kind, value in CnnLexer().get_tokens(ANTICIPATED):
+    for kind, value in CnnLexer().get_tokens(V2_SAMPLE):
         kinds.setdefault(value, kind)  # the first time each word is met
-    for word in ("if", "else", "return", "param", "block"):
+    for word in ("if", "else", "return", "param", "block", "def", "let", "as"):
         assert kinds[word] in Keyword, word
     assert kinds["and"] in Operator.Word and kinds["not"] in Operator.Word
     assert kinds["true"] in Keyword.Constant and kinds["min"] in Name.Builtin
     assert kinds["Down"] in Name.Class and kinds["deep"] in Name.Attribute
+    assert kinds["half"] in Name.Function and kinds["max"] in Name.Builtin
     assert not any(kind in Error for kind in kinds.values())
 
 

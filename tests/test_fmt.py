@@ -132,6 +132,48 @@ def test_layout_rules() -> None:
     assert format_source(expected) == expected
 
 
+def test_layout_rules_of_language_v2() -> None:
+    source = (
+        "def half(c)=c//2\n"
+        "block Down(c,deep=false){\n"
+        "  param scale:[c,1,1]=1.0\n"
+        "  let width=max(c,8)\n"
+        "  x=conv(c,3) : [c, ?, ?]\n"
+        "  if deep and not(c>64 or c==32){ relu }\n"
+        "  else if c<8 { gelu } else {\n"
+        "  y = conv(half(width), 3)*2 as i\n"
+        "  }\n"
+        "  z = conv(8) if deep\n"
+        "else conv(4)\n"
+        "  a, b = Split(c)\n"
+        "  return a,b\n"
+        "}\n"
+    )
+    expected = (
+        "def half(c) = c // 2\n"
+        "\n"
+        "block Down(c, deep=false) {\n"
+        "    param scale: [c, 1, 1] = 1.0\n"  # a declaration's ':' is no shape assertion: tight, not aligned
+        "    let width = max(c, 8)\n"
+        "    x = conv(c, 3)  : [c, ?, ?]\n"
+        "    if deep and not (c > 64 or c == 32) {\n"
+        "        relu\n"
+        "    }\n"
+        "    else if c < 8 {\n"  # an if's else on its own line stays level with the if
+        "        gelu\n"
+        "    } else {\n"
+        "        y = conv(half(width), 3) * 2 as i\n"
+        "    }\n"
+        "    z = conv(8) if deep\n"
+        "        else conv(4)\n"  # a conditional expression continued
+        "    a, b = Split(c)\n"
+        "    return a, b\n"
+        "}\n"
+    )
+    assert format_source(source) == expected
+    assert format_source(expected) == expected
+
+
 def test_shapes_and_comments_align_per_group() -> None:
     source = (
         "network N(x: [3, 8, 8]) {\n"
