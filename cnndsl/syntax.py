@@ -967,7 +967,9 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
         if isinstance(error.orig_exc, LocatedError):
             return _coded(error.orig_exc), _region(text, _offset(text, error.orig_exc.span))
         if isinstance(error.orig_exc, RecursionError):
-            return LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"), None
+            return LocatedError(
+                Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"
+            ), None
         raise
     except RecursionError:
         return LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"), None
