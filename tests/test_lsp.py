@@ -112,6 +112,31 @@ async def test_inlay_hints_agree_with_the_checker_and_the_shape_assertions(
     assert hints[last] == ": " + fmt_shape(network.outputs[0].shape)
 
 
+@pytest.mark.parametrize("name", ["convnext_tiny", "mobilenet_v3_large"])
+async def test_inlay_hints_on_language_v2_specs_agree_with_the_checker(
+    client: RecordingClient, name: str
+) -> None:
+    # Their blocks use param, let, `* n as i` and conditions (specs/lib/convnext.cnn, mobilenet_v3.cnn).
+    path = SPECS / f"{name}.cnn"
+    text = path.read_text(encoding="utf-8")
+    doc, diagnostics = await open_file(client, path)
+    assert diagnostics == []
+    hints = await inlay_hints(client, doc, text)
+    network = cnndsl.load(path)
+    # The checker's shape for each statement of the network body: the last node it made for the call on that line.
+    expected: dict[int, str] = {}
+    for node in network.layers:
+        call = node.frames[0].span if node.frames else node.span
+        if call.file == str(path):
+            expected[call.line - 1] = ": " + fmt_shape(node.shape)
+    assert expected and hints == expected
+    assert hints[max(hints)] == ": " + fmt_shape(network.outputs[0].shape)
+    # Hover on the last statement's block call: its instance ends in the network's output.
+    last = text.split("\n")[max(hints)].strip()
+    shown = await hover(client, doc, position(text, last, 1))
+    assert "-> " + fmt_shape(network.outputs[0].shape) in shown
+
+
 @pytest.mark.slow  # imports torch / moves megabytes through the protocol
 async def test_inlay_hint_shapes_match_torchvision_resnet18(client: RecordingClient) -> None:
     torch = pytest.importorskip("torch")

@@ -34,22 +34,32 @@ from ..syntax import (
     Branches,
     Call,
     Chain,
+    Cond,
     Defaults,
     Expr,
     ExprStmt,
+    FuncDef,
     Group,
+    If,
     Import,
+    Let,
     ListExpr,
     Module,
+    MultiAssign,
     Name,
     Neg,
     NetworkDef,
+    Not,
+    ParamDecl,
+    Repeat,
     Return,
     Stmt,
     expr_text,
+    keywords,
 )
 
-KEYWORDS = ("block", "network", "import", "defaults", "return", "shortcut", "in", "true", "false")
+KEYWORDS = tuple(sorted(keywords() | {"shortcut", "in", "true", "false"}))
+"""Words completion offers and a rename refuses: the grammar's keywords and the names the elaborator reserves."""
 DIMENSIONS = ("c", "h", "w")
 
 
@@ -63,7 +73,8 @@ class Occurrence:
     kind: str
     """``call`` (a name applied, with or without arguments), ``name`` (a bare name used as a value), ``attr``
     (the tensor of ``x.c``), ``kwarg`` (a parameter name in a call), ``block-def``, ``network-def``, ``tensor-def``,
-    ``param-def`` or ``import``."""
+    ``param-def`` (a parameter of a block or def), ``value-def`` (a ``let`` or a repetition index), ``def-def`` or
+    ``import``."""
     name: str
     span: Span
     """The name's own span (what a rename replaces)."""
@@ -159,6 +170,26 @@ def block_signature(definition: BlockDef) -> str:
     return f"block {definition.name}({', '.join(parts)})"
 
 
+def def_signature(definition: FuncDef) -> str:
+    parts = [p.name if p.default is None else f"{p.name}={expr_text(p.default)}" for p in definition.params]
+    return f"def {definition.name}({', '.join(parts)}) = {expr_text(definition.expr)}"
+
+
+def _walk(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
+    """Every statement of a body in source order, each if followed by the statements of both its branches."""
+    stack = list(reversed(body))
+    while stack:  # iterative: a long `else if` chain must not exhaust the Python stack
+        stmt = stack.pop()
+        yield stmt
+        if isinstance(stmt, If):
+            stack.extend(reversed((*stmt.body, *stmt.orelse)))
+
+
+def _flatten(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
+    """The statements of a body that are not ifs, those of the ifs' branches included (both: either may run)."""
+    return (stmt for stmt in _walk(body) if not isinstance(stmt, If))
+
+
 # ------------------------------------------------------------------------------------------- index ---
 
 
@@ -178,6 +209,8 @@ class DocumentIndex:
         self.warmed: Any = None
         """The server's handle on :meth:`warm` running for this index (a future), or None before it starts."""
         self._node_network: dict[int, int] = {}  # id(node) -> network index
+        self.values: dict[Span, str] = {}
+        """Where a ``let`` or a repetition index is named -> what it stands for (for hover)."""
         self._collect_occurrences(self.module, self.occurrences)
         self._collect_sites()
 
@@ -203,10 +236,19 @@ class DocumentIndex:
                     out.append(Occurrence("tensor-def", decl.name, decl.span, scope))
                     self._expr(decl.shape, scope, out)
                 self._body(item.body, scope, out)
+            elif isinstance(item, FuncDef):
+                out.append(Occurrence("def-def", item.name, item.name_span, scope))
+                for param in item.params:
+                    out.append(Occurrence("param-def", param.name, param.span, scope))
+                    if param.default is not None:
+                        self._expr(param.default, scope, out)
+                self._expr(item.expr, scope, out)
 
     def _body(self, body: tuple[Stmt, ...], scope: int, out: list[Occurrence]) -> None:
-        for stmt in body:
-            if isinstance(stmt, Assign):
+        for stmt in _walk(body):
+            if isinstance(stmt, If):
+                self._expr(stmt.test, scope, out)
+            elif isinstance(stmt, Assign):
                 out.append(Occurrence("tensor-def", stmt.name, stmt.name_span, scope))
                 self._expr(stmt.expr, scope, out)
                 if stmt.shape is not None:
@@ -221,6 +263,18 @@ class DocumentIndex:
             elif isinstance(stmt, Defaults):
                 for call in stmt.calls:
                     self._expr(call, scope, out)
+            elif isinstance(stmt, MultiAssign):
+                for name, span in zip(stmt.names, stmt.name_spans, strict=True):
+                    out.append(Occurrence("tensor-def", name, span, scope))
+                self._expr(stmt.expr, scope, out)
+            elif isinstance(stmt, ParamDecl):
+                out.append(Occurrence("tensor-def", stmt.name, stmt.name_span, scope))
+                self._expr(stmt.shape, scope, out)
+                self._expr(stmt.init, scope, out)
+            elif isinstance(stmt, Let):
+                out.append(Occurrence("value-def", stmt.name, stmt.name_span, scope))
+                self.values.setdefault(stmt.name_span, f"`let {stmt.name} = {expr_text(stmt.expr)}`")
+                self._expr(stmt.expr, scope, out)
 
     def _expr(self, expr: Expr, scope: int, out: list[Occurrence]) -> None:
         stack: list[Expr] = [expr]
@@ -249,8 +303,17 @@ class DocumentIndex:
                 stack.append(node.expr)
             elif isinstance(node, BinOp):
                 stack.extend((node.right, node.left))
-            elif isinstance(node, Neg):
+            elif isinstance(node, Neg | Not):
                 stack.append(node.operand)
+            elif isinstance(node, Cond):
+                stack.extend((node.orelse, node.test, node.then))
+            elif isinstance(node, Repeat):
+                out.append(Occurrence("value-def", node.index, node.index_span, scope))
+                self.values.setdefault(
+                    node.index_span,
+                    f"repetition index of `{expr_text(node)}`: 0 to {expr_text(node.count)} - 1",
+                )
+                stack.extend((node.count, node.layer))
 
     def _collect_sites(self) -> None:
         for index, network in enumerate(self.analysis.networks):
@@ -328,10 +391,26 @@ class DocumentIndex:
         return names
 
     def params(self, scope: int) -> dict[str, Span]:
+        """Value names of a block, def or network: its parameters, ``let`` names and repetition indices -> where
+        each is defined (the first definition)."""
         item = self.items[scope] if 0 <= scope < len(self.items) else None
-        if isinstance(item, BlockDef):
-            return {p.name: p.span for p in item.params}
-        return {}
+        names: dict[str, Span] = {}
+        if isinstance(item, BlockDef | FuncDef):
+            names = {p.name: p.span for p in item.params}
+        for occurrence in self.occurrences:
+            if occurrence.scope == scope and occurrence.kind == "value-def":
+                names.setdefault(occurrence.name, occurrence.span)
+        return names
+
+    @cached_property
+    def functions(self) -> dict[str, FuncDef]:
+        """Every ``def`` of the main file and its imports, by name (the first of a name)."""
+        out: dict[str, FuncDef] = {}
+        for module in (self.module, *self.analysis.modules.values()):
+            for item in module.items:
+                if isinstance(item, FuncDef):
+                    out.setdefault(item.name, item)
+        return out
 
     def block(self, name: str) -> BlockDef | None:
         info = self.analysis.blocks.get(name)
@@ -350,8 +429,10 @@ class DocumentIndex:
             return "import"
         if kind in ("tensor-def", "attr"):
             return "tensor"
-        if kind == "param-def":
+        if kind in ("param-def", "value-def"):
             return "param"
+        if kind == "def-def":
+            return "def"
         if kind == "kwarg":
             return "kwarg"
         name = occurrence.name
@@ -363,6 +444,8 @@ class DocumentIndex:
             return "block"
         if ops.get(name) is not None:
             return "op"
+        if name in self.functions:
+            return "def"
         return "unknown"
 
     # ------------------------------------------------------------------------------ statements ---
@@ -373,7 +456,13 @@ class DocumentIndex:
         out: list[tuple[Stmt, int]] = []
         for scope, item in enumerate(self.items):
             if isinstance(item, BlockDef | NetworkDef):
-                out.extend((s, scope) for s in item.body if isinstance(s, ExprStmt | Assign | Return))
+                # Both branches of an if (the untaken one made no nodes, so it gets no hint); `a, b = Block(...)`
+                # is left out: the nodes of its statement do not say which tensor each name received.
+                out.extend(
+                    (s, scope)
+                    for s in _flatten(item.body)
+                    if isinstance(s, ExprStmt | Assign | Return | ParamDecl)
+                )
         return out
 
     def statement_nodes(self, stmt: Stmt) -> dict[str, list[Node]]:
@@ -458,9 +547,26 @@ class DocumentIndex:
         if what == "tensor":
             return self._tensor_text(occurrence), occurrence.span
         if what == "param":
-            item = self.items[occurrence.scope]
-            assert isinstance(item, BlockDef)
-            return f"parameter `{occurrence.name}` of `{block_signature(item)}`", occurrence.span
+            item = self.items[occurrence.scope] if 0 <= occurrence.scope < len(self.items) else None
+            where = self.params(occurrence.scope).get(occurrence.name)
+            if where is not None and where in self.values:
+                return f"value `{occurrence.name}`: {self.values[where]}", occurrence.span
+            if isinstance(item, BlockDef):
+                return f"parameter `{occurrence.name}` of `{block_signature(item)}`", occurrence.span
+            if isinstance(item, FuncDef):
+                return f"parameter `{occurrence.name}` of `{def_signature(item)}`", occurrence.span
+            return None
+        if what == "def":
+            function = self.functions.get(occurrence.name)
+            if function is None:
+                return None
+            text = f"```\n{def_signature(function)}\n```"
+            doc = self.doc_comment(function)
+            if doc:
+                text += "\n" + doc
+            if function.name_span.file != self.file:
+                text += f"\n\ndefined in {function.name_span.file}:{function.name_span.line}"
+            return text, occurrence.span
         if what == "kwarg":
             op = ops.get(occurrence.callee)
             spec = op.param(occurrence.name) if op else None
@@ -557,7 +663,11 @@ class DocumentIndex:
         definition = self.tensors(occurrence.scope).get(occurrence.name)
         shapes: list[str] = []
         for stmt, scope in self.statements:
-            if scope == occurrence.scope and isinstance(stmt, Assign) and stmt.name_span == definition:
+            if (
+                scope == occurrence.scope
+                and isinstance(stmt, Assign | ParamDecl)
+                and stmt.name_span == definition
+            ):
                 shapes = list(dict.fromkeys(fmt_shape(o.shape) for o, _ in self.statement_shapes(stmt)))
         item = self.items[occurrence.scope] if occurrence.scope >= 0 else None
         if isinstance(item, NetworkDef):
@@ -584,8 +694,8 @@ class DocumentIndex:
                 )
         return f"network **{name}**"
 
-    def doc_comment(self, definition: BlockDef) -> str:
-        """The ``#`` comment lines right above a block's definition, without the ``#``."""
+    def doc_comment(self, definition: BlockDef | FuncDef) -> str:
+        """The ``#`` comment lines right above a block's or def's definition, without the ``#``."""
         lines: list[str] = []
         number = definition.span.line - 1
         while number >= 1:
@@ -613,6 +723,9 @@ class DocumentIndex:
             return self.tensors(occurrence.scope).get(occurrence.name)
         if what == "param":
             return self.params(occurrence.scope).get(occurrence.name)
+        if what == "def":
+            function = self.functions.get(occurrence.name)
+            return function.name_span if function else None
         if what == "import":
             return self.import_target(occurrence.span)
         return None
@@ -808,7 +921,7 @@ class DocumentIndex:
     # ----------------------------------------------------------------------- symbols, folding ---
 
     def symbols(self) -> list[tuple[str, str, Span, Span, str, list[tuple[str, Span]]]]:
-        """(kind, name, whole span, name span, detail, named tensors) for each network and block."""
+        """(kind, name, whole span, name span, detail, named tensors) for each network, block and def."""
         out: list[tuple[str, str, Span, Span, str, list[tuple[str, Span]]]] = []
         for scope, item in enumerate(self.items):
             if isinstance(item, NetworkDef):
@@ -828,6 +941,8 @@ class DocumentIndex:
                         list(self.tensors(scope).items()),
                     )
                 )
+            elif isinstance(item, FuncDef):
+                out.append(("def", item.name, item.span, item.name_span, def_signature(item), []))
         return out
 
     def folding(self) -> list[tuple[int, int, str]]:
