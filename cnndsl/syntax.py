@@ -955,7 +955,7 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
         return _coded(error), _region(text, _offset(text, error.span))
     except UnexpectedInput as error:
         brackets = list(postlexer.open_brackets)
-        located = _suggest(file, text, error, brackets) or _coded(
+        located = _suggest(file, text, error, brackets, postlexer.if_condition) or _coded(
             _syntax_error(file, text, error, brackets, postlexer.if_condition)
         )
         return located, _error_region(text, error, located)
@@ -1080,7 +1080,8 @@ def _region(text: str, offset: int) -> tuple[int, int] | None:
     """The statement holding ``offset`` (or the one just before it), as the span of text to blank.
 
     A broken item header (``network N(x: 3x32x32) {``) takes its whole body with it: the body's statements
-    would otherwise be read as items."""
+    would otherwise be read as items. A broken ``if`` header takes its ``else`` branches too: left alone, the
+    ``else`` would be a second error."""
     pieces = _segments(text)
     chosen = None
     for piece in pieces:
@@ -1092,16 +1093,32 @@ def _region(text: str, offset: int) -> tuple[int, int] | None:
         return None
     start, end, header = chosen
     if header:
-        depth = 0
-        for position, kind in _significant(text[end:]):
-            if kind == "{":
-                depth += 1
-            elif kind == "}":
-                depth -= 1
-                if depth == 0:
-                    return start, end + position + 1
-        return start, len(text)
+        while True:
+            close = _body_end(text, end)
+            if close is None:
+                return start, len(text)
+            following = re.match(r"(?:\s|#[^\n]*)*else\b", text[close:])
+            if following is None:
+                return start, close
+            # The else branch's own header ends at its '{' (`else {` or `else if test {`).
+            brace = next((p for p, k in _significant(text[close:]) if k == "{"), None)
+            if brace is None:
+                return start, len(text)
+            end = close + brace
     return start, end
+
+
+def _body_end(text: str, offset: int) -> int | None:
+    """The offset just after the '}' closing the body whose '{' is the first brace at or after ``offset``."""
+    depth = 0
+    for position, kind in _significant(text[offset:]):
+        if kind == "{":
+            depth += 1
+        elif kind == "}":
+            depth -= 1
+            if depth == 0:
+                return offset + position + 1
+    return None
 
 
 def _previous(text: str, offset: int) -> int | None:
@@ -1139,8 +1156,17 @@ def _error_region(text: str, error: UnexpectedInput, located: LocatedError) -> t
     return _region(text, _offset(text, located.span))
 
 
-def _suggest(file: str, text: str, error: UnexpectedInput, brackets: list[Token]) -> LocatedError | None:
-    """A specific message and fix for the mistakes people make most, or None for the generic message."""
+def _suggest(
+    file: str,
+    text: str,
+    error: UnexpectedInput,
+    brackets: list[Token],
+    if_condition: Token | None = None,
+) -> LocatedError | None:
+    """A specific message and fix for the mistakes people make most, or None for the generic message.
+
+    ``if_condition``: the ``if`` whose condition was being read, so its missing ``{`` is not taken for a
+    missing ``->``."""
     if isinstance(error, UnexpectedCharacters):
         position = error.pos_in_stream or 0
         if text[position : position + 1] == ";":
@@ -1219,6 +1245,7 @@ def _suggest(file: str, text: str, error: UnexpectedInput, brackets: list[Token]
     # A missing '->' between two layers on one line.
     if (
         "_ARROW" in error.expected
+        and if_condition is None
         and token.type == "NAME"
         and before is not None
         and text.count("\n", before, start) == 0

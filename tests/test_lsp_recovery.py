@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import cnndsl
 from cnndsl.diagnostics import LocatedError
 from cnndsl.frontend import analyse_document
-from cnndsl.syntax import BlockDef, ExprStmt, NetworkDef, parse, parse_recovering
+from cnndsl.syntax import BlockDef, ExprStmt, If, NetworkDef, parse, parse_recovering
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_SPECS = sorted((ROOT / "specs").rglob("*.cnn"))
@@ -55,6 +55,50 @@ def test_every_broken_statement_is_reported_and_the_rest_is_kept() -> None:
     assert [type(s).__name__ for s in block.body] == ["ExprStmt"]  # bn kept, the broken line left out
     kept = [s for s in network.body if isinstance(s, ExprStmt)]
     assert [s.span.line for s in kept] == [6, 8]  # `conv(8, 3)` before the ';' and `B(8)`
+
+
+def test_language_v2_statements_recover() -> None:
+    text = (
+        "def half(c) = c //\n"  # broken def
+        "block B(c) {\n"
+        "    let w = = 3\n"  # broken let
+        "    if c >> 2 {\n"  # broken if header: its body and its else branches go with it
+        "        relu\n"
+        "    } else if c > 1 {\n"
+        "        gelu\n"
+        "    } else {\n"
+        "        bn\n"
+        "    }\n"
+        "    if c > 2 {\n"
+        "        conv(c, 3) relu\n"  # broken statement inside a branch: the if is kept
+        "    } else {\n"
+        "        bn\n"
+        "    }\n"
+        "    a, b = Pair(c)\n"
+        "    x = conv(c, 3) * 2 as i\n"
+        "}\n"
+        "block C(c) {\n"
+        "    if c > 2 relu\n"  # no brace: said so, not taken for a missing '->'
+        "}\n"
+    )
+    module, errors = parse_recovering(text, "t.cnn")
+    assert [(e.span.line, e.span.column, e.code) for e in errors] == [
+        (1, 19, "syntax"),
+        (3, 13, "syntax"),
+        (4, 11, "syntax"),
+        (12, 20, "syntax-missing-arrow"),
+        (20, 14, "syntax"),
+    ]
+    assert "comparisons do not chain" in errors[2].message
+    assert "the body of an if is written in braces" in errors[4].message
+    block, other = module.items
+    assert isinstance(block, BlockDef) and block.name == "B" and isinstance(other, BlockDef)
+    assert [type(s).__name__ for s in block.body] == ["If", "MultiAssign", "Assign"]
+    kept = block.body[0]
+    assert isinstance(kept, If) and kept.span.line == 11
+    assert [type(s).__name__ for s in kept.body] == [] and [type(s).__name__ for s in kept.orelse] == [
+        "ExprStmt"
+    ]
 
 
 @pytest.mark.parametrize(
