@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any
 
 from . import ops
@@ -733,7 +734,7 @@ class Elaborator:
         return values, spans, refs
 
     def _op(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
-        tensor_params = [p.name for p in op.params if p.kind == "tensor"]
+        tensor_params = _tensor_params(op)
         values, spans, refs = self._bind(
             call,
             op.param_names,
@@ -1187,6 +1188,16 @@ class Elaborator:
                 f"{expr.base} is flat {fmt_shape(ref.shape)}: it has .c (its features) but no .h or .w",
             )
         return ref.shape[index]
+
+
+@cache
+def _tensor_params_of(name: str) -> tuple[str, ...]:
+    return tuple(p.name for p in ops.REGISTRY[name].params if p.kind == "tensor")
+
+
+def _tensor_params(op: OpDef) -> tuple[str, ...]:
+    """The parameters of ``op`` that take a tensor (extra inputs), computed once per op."""
+    return _tensor_params_of(op.name)
 
 
 def _same_value(left: Any, right: Any) -> bool:
