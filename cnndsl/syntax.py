@@ -355,7 +355,9 @@ class _PostLexer:
                     chained[-1] += 1
                     if chained[-1] > MAX_NESTING:
                         raise LocatedError(
-                            _token_span(self.file, token), f"more than {MAX_NESTING} 'else if' in one chain"
+                            _token_span(self.file, token),
+                            f"more than {MAX_NESTING} 'else if' in one chain",
+                            code=LIMIT_CODE,
                         )
             elif kind in ("LBRACE", "_NL") and not stack:
                 self.if_condition = None
@@ -396,6 +398,7 @@ class _PostLexer:
                         raise LocatedError(
                             _token_span(self.file, token),
                             f"bodies ({{ ... }}) nested more than {MAX_NESTING} deep",
+                            code=LIMIT_CODE,
                         )
                 elif kind == "RBRACE":
                     braces -= 1
@@ -948,6 +951,10 @@ def expr_text(expr: Expr) -> str:
 MAX_SYNTAX_ERRORS = 20
 """Syntax errors reported per file before recovery gives up on the rest."""
 
+LIMIT_CODE = "syntax-limit"
+"""The code of a parse limit that spans statements (bodies nested too deep, too long an ``else if`` chain): recovery
+stops at it, since blanking one statement of such a structure only makes more errors, each a parse of a large text."""
+
 _CLOSING = {"RBRACE", "$END", "RPAR", "RSQB", "COMMA", "VBAR", "_NL", "COLON"}
 """Tokens that can only end something: right after '->' they mean it dangles."""
 
@@ -972,7 +979,7 @@ def parse_recovering(
         error, region = outcome
         if all(e.span != error.span or e.message != error.message for e in errors):
             errors.append(error)
-        if len(errors) >= limit:
+        if len(errors) >= limit or error.code == LIMIT_CODE:
             break
         if region is None:
             # At the end of the file with bodies still open: close them, once, and parse what there is.
@@ -1009,6 +1016,8 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
     try:
         tree = parser.parse(text)
     except LocatedError as error:  # from the postlexer: an unclosed or too deeply nested bracket
+        if error.code == LIMIT_CODE:
+            return error, None  # recovery stops here: no region to blank
         return _coded(error), _region(text, _offset(text, error.span))
     except UnexpectedInput as error:
         brackets = list(postlexer.open_brackets)
@@ -1150,32 +1159,22 @@ def _region(text: str, offset: int) -> tuple[int, int] | None:
         return None
     start, end, header = chosen
     if header:
-        while True:
-            close = _body_end(text, end)
-            if close is None:
-                return start, len(text)
-            following = re.match(r"(?:\s|#[^\n]*)*else\b", text[close:])
-            if following is None:
-                return start, close
-            # The else branch's own header ends at its '{' (`else {` or `else if test {`).
-            brace = next((p for p, k in _significant(text[close:]) if k == "{"), None)
-            if brace is None:
-                return start, len(text)
-            end = close + brace
+        depth = 0
+        for position, kind in _significant(text[end:]):  # one pass, however long the else-if chain
+            if kind == "{":
+                depth += 1
+            elif kind == "}":
+                depth -= 1
+                if depth == 0:
+                    close = end + position + 1
+                    if _ELSE.match(text, close) is None:
+                        return start, close
+                    # An else branch follows: go on through its header and body.
+        return start, len(text)
     return start, end
 
 
-def _body_end(text: str, offset: int) -> int | None:
-    """The offset just after the '}' closing the body whose '{' is the first brace at or after ``offset``."""
-    depth = 0
-    for position, kind in _significant(text[offset:]):
-        if kind == "{":
-            depth += 1
-        elif kind == "}":
-            depth -= 1
-            if depth == 0:
-                return offset + position + 1
-    return None
+_ELSE = re.compile(r"(?:\s|#[^\n]*)*else\b")
 
 
 def _previous(text: str, offset: int) -> int | None:
