@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup graphviz demo test lint typecheck unit bench clean playground chromium
+.PHONY: setup graphviz node editor-deps vscode demo test lint typecheck unit bench clean playground chromium
 
 setup: $(STAMP)
 
@@ -26,6 +26,26 @@ graphviz:
 	@command -v dot >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz >/dev/null; } \
 		|| echo "warning: could not install graphviz; cnndsl draw will only write .dot and mermaid"
 
+# The VS Code extension's npm tools (esbuild, vsce, and vscode-textmate for the grammar tests), pinned by
+# editors/vscode/package-lock.json. Node comes from Debian when missing; without node or the npm registry the
+# grammar tests skip and `make unit` still runs.
+EXT := editors/vscode
+
+node:
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; } \
+		|| echo "warning: could not install node and npm; the TextMate grammar tests will skip"
+
+$(EXT)/node_modules/.package-lock.json: $(EXT)/package-lock.json
+	cd $(EXT) && npm ci --no-audit --no-fund
+
+editor-deps: node
+	@$(MAKE) --no-print-directory $(EXT)/node_modules/.package-lock.json \
+		|| echo "warning: npm ci failed in $(EXT); the TextMate grammar tests will skip"
+
+# The VS Code extension: editors/vscode/cnndsl.vsix (install: code --install-extension editors/vscode/cnndsl.vsix).
+vscode: node $(EXT)/node_modules/.package-lock.json
+	cd $(EXT) && npm run package
+
 # The main job: train LeNet-5 on the built-in digits and print its summary and final accuracy.
 demo: setup
 	$(VENV)/bin/cnndsl train specs/lenet5.cnn
@@ -37,7 +57,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-unit: setup playground chromium
+unit: setup playground chromium editor-deps
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 # The whole test suite: lint, format, types, then every test (CUDA tests skip without a GPU).
@@ -59,4 +79,4 @@ bench: setup
 	$(PY) bench/bench_check.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info $(EXT)/node_modules $(EXT)/dist $(EXT)/*.vsix

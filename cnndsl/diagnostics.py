@@ -42,14 +42,39 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class Fix:
+    """A suggested edit for a diagnostic: replace the text at ``span`` with ``replacement``.
+
+    Editors offer it as a one-click fix (the language server's code action); it is data, so no consumer has to
+    parse a message's "did you mean" text."""
+
+    span: Span
+    replacement: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "line": self.span.line,
+            "column": self.span.column,
+            "end_line": self.span.end_line,
+            "end_column": self.span.end_column,
+            "replacement": self.replacement,
+        }
+
+
+@dataclass(frozen=True)
 class Diagnostic:
-    """A located message about a spec."""
+    """A located message about a spec.
+
+    ``code`` names the kind of problem (``syntax``, ``unknown-name``, ...) and stays stable when the wording
+    changes; ``fixes`` are suggested edits (a did-you-mean as data)."""
 
     span: Span
     message: str
     severity: str = "error"
     chain: tuple[Frame, ...] = ()
     notes: tuple[str, ...] = ()
+    code: str = "check"
+    fixes: tuple[Fix, ...] = ()
 
     @property
     def file(self) -> str:
@@ -71,6 +96,7 @@ class Diagnostic:
             "end_line": self.span.end_line,
             "end_column": self.span.end_column,
             "severity": self.severity,
+            "code": self.code,
             "message": self.message,
             "source_line": sources.line(self.span.file, self.span.line) if sources else None,
             "chain": [
@@ -78,6 +104,7 @@ class Diagnostic:
                 for f in reversed(self.chain)
             ],
             "notes": list(self.notes),
+            "fixes": [f.to_dict() for f in self.fixes],
         }
 
     def render(self, sources: SourceMap | None = None) -> str:
@@ -148,22 +175,52 @@ class SpecError(Exception):
 class LocatedError(Exception):
     """Internal: a single problem at a span, raised inside a stage and turned into a Diagnostic."""
 
-    def __init__(self, span: Span, message: str, notes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        span: Span,
+        message: str,
+        notes: Iterable[str] = (),
+        *,
+        code: str = "check",
+        fixes: Iterable[Fix] = (),
+    ) -> None:
         super().__init__(message)
         self.span = span
         self.message = message
         self.notes = tuple(notes)
+        self.code = code
+        self.fixes = tuple(fixes)
+
+    def diagnostic(self, chain: tuple[Frame, ...] = ()) -> Diagnostic:
+        """This error as a :class:`Diagnostic`, code and fixes kept."""
+        return Diagnostic(
+            self.span, self.message, chain=chain, notes=self.notes, code=self.code, fixes=self.fixes
+        )
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest candidate, or ``""`` when none is close."""
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``word`` (a misspelling or a different case), or None when none is close."""
     pool = sorted(set(candidates))
     matches = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not matches:
         lowered = {c.lower(): c for c in pool}
         if word.lower() in lowered:
             matches = [lowered[word.lower()]]
-    return f"; did you mean '{matches[0]}'?" if matches else ""
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""`` when none is close."""
+    match = closest(word, candidates)
+    return f"; did you mean '{match}'?" if match else ""
+
+
+def suggestion(word: str, span: Span, candidates: Iterable[str]) -> tuple[str, tuple[Fix, ...]]:
+    """:func:`did_you_mean`'s text and the same suggestion as a :class:`Fix` that replaces ``span``."""
+    match = closest(word, candidates)
+    if match is None:
+        return "", ()
+    return f"; did you mean '{match}'?", (Fix(span, match),)
 
 
 @dataclass

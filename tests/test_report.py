@@ -1,6 +1,7 @@
 """Summary formatters (cnndsl.report) and the ``cnndsl summary`` command, as a user runs them.
 
-Golden files (tests/golden/summary/) hold the text tree and Markdown summaries of lenet5, resnet18 and googlenet, and
+Golden files (tests/golden/summary/) hold the text tree and Markdown summaries of lenet5, resnet18, googlenet
+(torchvision's) and googlenet_paper, and
 the text tree of resnet50 at depth 2; ``pytest --update-goldens`` rewrites them. The JSON schema is checked key by key
 against docs/summary.md's list, the text tree for fitting 120 columns without cutting a name on every spec, its
 "Connected to" column against the torch.fx graph, and the HTML page for being self-contained (its behaviour in a
@@ -26,7 +27,7 @@ from cnndsl.analysis import summarize
 from cnndsl.cli import main
 from cnndsl.report import WIDTH, connections, render, to_html, to_json, to_markdown, to_text, tree
 
-GOLDEN_SPECS = ["lenet5", "resnet18", "googlenet"]
+GOLDEN_SPECS = ["lenet5", "resnet18", "googlenet", "googlenet_paper"]
 SPEC_NAMES = [path.stem for path in spec_files()]
 
 
@@ -188,7 +189,7 @@ def _documented_keys() -> set[str]:
 
 
 def test_json_schema() -> None:
-    net = cnndsl.load(SPECS / "googlenet.cnn")
+    net = cnndsl.load(SPECS / "googlenet_paper.cnn")
     summary = summarize(net, batch=4, dtype="float16", depth=1)
     data = json.loads(to_json(summary))
     assert set(data) >= REQUIRED_KEYS
@@ -363,7 +364,7 @@ def test_cli_missing_file_and_bad_spec(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_cli_as_a_user_runs_it(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cnndsl", "summary", "specs/googlenet.cnn", "--format", "json"],
+        [sys.executable, "-m", "cnndsl", "summary", "specs/googlenet_paper.cnn", "--format", "json"],
         capture_output=True,
         text=True,
         cwd=ROOT,
