@@ -46,7 +46,7 @@ being something one reads on a page. ResNet-18 (69 boxes) is drawn in full; Goog
 boxes at depth 1, one per Inception; ResNet-152 (515) and DenseNet-121 (427) collapse to 57 and 79 boxes at
 depth 2 (stages as clusters, one box per residual block or dense layer)."""
 
-MERGE_SYMBOLS = {"add": "⊕", "concat": "∥", "mul": "⊗"}
+MERGE_SYMBOLS = {"add": "⊕", "concat": "∥", "mul": "⊗", "sample_add": "⊕"}
 
 # Fill and border colours by family. Unknown families (a future op) fall back to grey, so nothing breaks.
 FAMILY_COLOURS: dict[str, tuple[str, str]] = {

@@ -1,0 +1,514 @@
+"""The importers' common model: a graph of source layers ("units"), each a chain of registry ops applied to the
+merge of its inputs, with its origin in the source file; shape inference through the op registry; and the
+spec writer that turns the graph into a ``.cnn`` text a person would have written (blocks for repeated layer
+patterns, ``defaults`` for shared arguments, named tensors only where the graph is not a chain, shape assertions
+where the resolution changes, a comment naming the source layer on every line).
+
+Plain data in, text out: no torch, no file I/O. Each format module (``darknet``, ``caffe``) builds a
+:class:`Graph`; :func:`write_spec` renders it.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import ops
+from ..ops import OpError, Shape
+
+INPUT = -1
+"""The unit id that stands for the network input in :attr:`Unit.inputs`."""
+
+MAX_UNITS = 100_000
+"""More source layers than any real CNN has: a file past this is refused before any work."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a source layer was written: a file and line (text formats) or a node name (graph formats)."""
+
+    file: str
+    line: int | None = None
+    name: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where} ({self.name})" if self.name else where
+
+
+class ImportFailure(Exception):
+    """The source cannot be imported: every problem found, each with its location, as structured data."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{p.location}: error: {p.message}" for p in self.problems]
+        count = len(self.problems)
+        lines.append(f"{count} problem{'s' if count != 1 else ''}; nothing was written")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem. ``code`` is stable: ``unsupported`` (a layer kind or option cnndsl cannot express),
+    ``invalid`` (the file contradicts itself: bad reference, bad number) or ``limit`` (past a safety limit)."""
+
+    location: Location
+    message: str
+    code: str = "invalid"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op call: a registry op and the arguments to write (defaults left out)."""
+
+    op: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    @staticmethod
+    def of(op: str, **args: Any) -> Step:
+        return Step(op, tuple(args.items()))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.args)
+
+
+@dataclass
+class Unit:
+    """One source layer: ``merge`` joins ``inputs`` (when there are several), then ``steps`` run in order.
+
+    A unit without steps and with one input is an alias (a Darknet one-layer route, a Caffe Split): references to
+    it are redirected to its input. ``gap`` marks a layer imported with ``--partial`` that cnndsl cannot express:
+    it is written as a comment and passes its input through."""
+
+    location: Location
+    kind: str
+    inputs: list[int]
+    steps: list[Step] = field(default_factory=list)
+    merge: str | None = None
+    name: str | None = None
+    """A name the source gives the layer's output (a Caffe top), used for the tensor name when one is needed."""
+    label: str = ""
+    """What the line's comment calls the source layer(s): ``layer 12 [convolutional]``, ``conv1, bn_conv1``."""
+    gap: str | None = None
+    shape: Shape = ()
+
+
+@dataclass
+class Graph:
+    """A whole imported network."""
+
+    name: str
+    source: str
+    """What it was imported from, for the header comment (``Darknet cfg darknet/yolov3.cfg``)."""
+    input_name: str
+    input_shape: Shape
+    units: list[Unit] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
+    """Unit ids of the network outputs; empty means the last unit."""
+    notes: list[str] = field(default_factory=list)
+    """Lines for the header comment: conventions the reader should know (crop folded away, head semantics)."""
+
+    def add(self, unit: Unit) -> int:
+        if len(self.units) >= MAX_UNITS:
+            raise ImportFailure(
+                [Problem(unit.location, f"more than {MAX_UNITS:,} layers; refusing to import", "limit")]
+            )
+        self.units.append(unit)
+        return len(self.units) - 1
+
+    def output_ids(self) -> list[int]:
+        return self.outputs or [len(self.units) - 1]
+
+
+# ------------------------------------------------------------------------------------------- shapes ---
+
+
+def infer_shapes(graph: Graph) -> None:
+    """Fill ``Unit.shape`` through the registry's shape rules; every failure becomes a located problem.
+
+    Units after a failed one that depend on it are skipped (their shape stays unknown), so one mistake is reported
+    once, not once per layer below it."""
+    problems: list[Problem] = []
+    known: dict[int, Shape] = {INPUT: graph.input_shape}
+    for index, unit in enumerate(graph.units):
+        if unit.shape:  # inferred by an earlier call (importers ask while reading, where a rule depends on it)
+            known[index] = unit.shape
+            continue
+        if any(i not in known for i in unit.inputs):
+            continue
+        shapes = [known[i] for i in unit.inputs]
+        try:
+            shape = _apply(unit, shapes)
+        except OpError as error:
+            problems.append(Problem(unit.location, f"{unit.kind}: {error.message}"))
+            continue
+        unit.shape = shape
+        known[index] = shape
+    if problems:
+        raise ImportFailure(problems)
+
+
+def _apply(unit: Unit, shapes: list[Shape]) -> Shape:
+    if unit.merge is not None:
+        merge = ops.REGISTRY[unit.merge]
+        shape = merge.shape(shapes, ops.resolve_args(merge, {}))
+    elif len(shapes) != 1:
+        raise OpError(f"takes one input, got {len(shapes)}")
+    else:
+        shape = shapes[0]
+    for step in unit.steps:
+        op = ops.REGISTRY[step.op]
+        shape = op.shape([shape], ops.resolve_args(op, step.kwargs))
+    return shape
+
+
+# ------------------------------------------------------------------------------------------ writing ---
+
+_OP_WORDS = {
+    "conv": "Conv",
+    "bn": "BN",
+    "relu": "ReLU",
+    "relu6": "ReLU6",
+    "leaky_relu": "Leaky",
+    "linear": "Linear",
+    "dropout": "Dropout",
+    "flatten": "Flatten",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "silu": "SiLU",
+    "maxpool": "MaxPool",
+    "avgpool": "AvgPool",
+    "lrn": "LRN",
+    "softmax": "Softmax",
+}
+_SHORT_PARAMS = {"channels": "c", "kernel": "k", "features": "f"}
+_COMMENT_COLUMN = 56
+
+
+def format_value(value: Any) -> str:
+    """A Python value as .cnn source: ``true``, ``[1, 2]``, ``0.001``, a bare symbol for a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        if len(value) == 2 and value[0] == value[1]:
+            return format_value(value[0])
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") and "e" not in text else text
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def format_call(op_name: str, args: Iterable[tuple[str, Any]]) -> str:
+    """``conv(64, 3, stride=2)``: required parameters positionally in schema order, the rest by keyword."""
+    op = ops.REGISTRY[op_name]
+    given = {k: v for k, v in args if not (isinstance(v, str | int | float | bool) and _is_default(op_name, k, v))}
+    if "kernel" in given and given.get("stride") == given["kernel"] and op.param("stride") is not None:
+        given.pop("stride")  # a pool's stride defaults to its kernel
+    positional = [format_value(given.pop(p.name)) for p in op.params if p.required and p.name in given]
+    keywords = [f"{p.name}={format_value(given.pop(p.name))}" for p in op.params if p.name in given]
+    keywords += [f"{k}={format_value(v)}" for k, v in given.items()]  # block-parameter expressions
+    inner = ", ".join(positional + keywords)
+    return f"{op_name}({inner})" if inner else op_name
+
+
+@dataclass
+class _Template:
+    """A block made from a chain of ops that several units share, with the arguments that vary as parameters."""
+
+    name: str
+    key: tuple[tuple[str, tuple[str, ...]], ...]
+    params: list[tuple[str, int, str, Any]]
+    """(block parameter, step index, op parameter, default or REQUIRED) in signature order."""
+    body: list[list[tuple[str, str]]]
+    """Per step, (op parameter, text): constants as values, varying ones as the block parameter's name."""
+
+    def definition(self) -> str:
+        signature = ", ".join(
+            name if default is ops.REQUIRED else f"{name}={format_value(default)}"
+            for name, _, _, default in self.params
+        )
+        steps = []
+        for (op_name, _), args in zip(self.key, self.body, strict=True):
+            steps.append(format_call(op_name, args) if args else op_name)
+        return f"block {self.name}({signature}) {{\n    " + " -> ".join(steps) + "\n}"
+
+    def call(self, unit: Unit) -> str:
+        values = {name: _value(unit.steps[i], arg) for name, i, arg, _ in self.params}
+        positional: list[str] = []
+        keywords: list[str] = []
+        for name, _, _, default in self.params:
+            if default is ops.REQUIRED:
+                positional.append(format_value(values[name]))
+            elif values[name] != default:
+                keywords.append(f"{name}={format_value(values[name])}")
+        return f"{self.name}({', '.join(positional + keywords)})"
+
+
+def _template_key(unit: Unit) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((s.op, ()) for s in unit.steps)
+
+
+def _make_templates(units: list[Unit]) -> dict[tuple[tuple[str, tuple[str, ...]], ...], _Template]:
+    groups: dict[tuple[tuple[str, tuple[str, ...]], ...], list[Unit]] = {}
+    for unit in units:
+        if len(unit.steps) >= 2 and unit.gap is None:
+            groups.setdefault(_template_key(unit), []).append(unit)
+    templates = {}
+    taken: set[str] = set()
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        base = "".join(_OP_WORDS.get(op, op.title().replace("_", "")) for op, _ in key)
+        name = base
+        suffix = 2
+        while name in taken:
+            name = f"{base}{suffix}"
+            suffix += 1
+        taken.add(name)
+        templates[key] = _build_template(name, key, members)
+    return templates
+
+
+def _build_template(
+    name: str, key: tuple[tuple[str, tuple[str, ...]], ...], members: list[Unit]
+) -> _Template:
+    params: list[tuple[str, int, str, Any]] = []
+    body: list[list[tuple[str, str]]] = []
+    used: set[str] = set()
+    for index, (op_name, _) in enumerate(key):
+        step_args: list[tuple[str, str]] = []
+        op = ops.REGISTRY[op_name]
+        given = {k for m in members for k in m.steps[index].kwargs}
+        for arg in [p.name for p in op.params if p.name in given]:
+            values = [_value(m.steps[index], arg) for m in members]
+            if all(v == values[0] for v in values):
+                step_args.append((arg, format_value(values[0])))
+                continue
+            if arg == "padding" and _padding_is_half_kernel(members, index):
+                kernel_param = next((p for p in params if p[1] == index and p[2] == "kernel"), None)
+                if kernel_param is not None:
+                    step_args.append((arg, f"{kernel_param[0]} // 2"))
+                    continue
+            param = _SHORT_PARAMS.get(arg, arg)
+            if param in used:
+                param = f"{param}{index + 1}"
+            used.add(param)
+            common, count = Counter(map(_hashable, values)).most_common(1)[0]
+            required = arg in _SHORT_PARAMS or count * 2 <= len(values)
+            default = ops.REQUIRED if required else _unhashable(common)
+            params.append((param, index, arg, default))
+            step_args.append((arg, param))
+        body.append(step_args)
+    # Required parameters first (they are positional), then the keyword ones, each in discovery order.
+    params.sort(key=lambda p: p[3] is not ops.REQUIRED)
+    return _Template(name, key, params, body)
+
+
+def _padding_is_half_kernel(members: list[Unit], index: int) -> bool:
+    for member in members:
+        kernel = _value(member.steps[index], "kernel")
+        if not isinstance(kernel, int) or _value(member.steps[index], "padding") != kernel // 2:
+            return False
+    return True
+
+
+def _value(step: Step, arg: str) -> Any:
+    """An argument as given, or the op's default when the step leaves it out."""
+    args = step.kwargs
+    if arg in args:
+        return args[arg]
+    spec = ops.REGISTRY[step.op].param(arg)
+    return None if spec is None or spec.required else spec.default
+
+
+def _is_default(op_name: str, arg: str, value: Any) -> bool:
+    """Whether writing ``arg=value`` changes nothing (``stride`` of a pool equal to its kernel included)."""
+    op = ops.REGISTRY[op_name]
+    spec = op.param(arg)
+    if spec is None or spec.required:
+        return False
+    if spec.default == value and type(spec.default) is type(value):
+        return True
+    return arg == "stride" and spec.default is None and value in (None,)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _unhashable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+_NAME = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def _identifier(text: str, taken: set[str], fallback: str) -> str:
+    name = _NAME.sub("_", text).strip("_") or fallback
+    if name[0].isdigit():
+        name = f"t{name}"
+    reserved = set(ops.REGISTRY) | {"in", "return", "defaults", "block", "network", "import", "shortcut"}
+    if name in reserved or keyword.iskeyword(name):
+        name = f"{name}_t"
+    base, suffix = name, 2
+    while name in taken:
+        name = f"{base}_{suffix}"
+        suffix += 1
+    taken.add(name)
+    return name
+
+
+def network_name(text: str) -> str:
+    """A network name from a file stem: ``yolov3-tiny`` -> ``Yolov3Tiny``."""
+    parts = [p for p in re.split(r"[^A-Za-z0-9]+", text) if p]
+    name = "".join(p[:1].upper() + p[1:] for p in parts) or "Imported"
+    return name if not name[0].isdigit() else f"Net{name}"
+
+
+def resolve_aliases(graph: Graph) -> None:
+    """Redirect references to pass-through units (no steps, one input) to what they pass through."""
+    target: dict[int, int] = {INPUT: INPUT}
+    for index, unit in enumerate(graph.units):
+        unit.inputs = [target[i] for i in unit.inputs]
+        is_alias = not unit.steps and unit.merge is None and unit.gap is None and len(unit.inputs) == 1
+        target[index] = unit.inputs[0] if is_alias else index
+    graph.outputs = [target[i] for i in graph.output_ids()]
+
+
+def write_spec(graph: Graph) -> str:
+    """Render the graph as a ``.cnn`` spec. Call :func:`resolve_aliases` and :func:`infer_shapes` first."""
+    aliases = {
+        i for i, u in enumerate(graph.units) if not u.steps and u.merge is None and u.gap is None and u.inputs
+    }
+    live = [i for i in range(len(graph.units)) if i not in aliases]
+    units = [graph.units[i] for i in live]
+    templates = _make_templates(units)
+    defaults = _shared_defaults(units, templates)
+    outputs = graph.outputs or [live[-1]]
+
+    consumers: dict[int, list[int]] = {}
+    for i in live:
+        for source in graph.units[i].inputs:
+            consumers.setdefault(source, []).append(i)
+    previous: dict[int, int] = {}
+    for before, after in zip([INPUT, *live], live, strict=False):
+        previous[after] = before
+
+    taken: set[str] = {graph.input_name, *(t.name for t in templates.values())}
+    names: dict[int, str] = {INPUT: graph.input_name}
+    for i in live:
+        unit = graph.units[i]
+        follow = consumers.get(i, [])
+        needs_name = any(
+            previous.get(c) != i or graph.units[c].merge is not None or len(graph.units[c].inputs) > 1
+            for c in follow
+        )
+        needs_name = needs_name or (i in outputs and (len(outputs) > 1 or i != live[-1]))
+        if needs_name:
+            names[i] = _identifier(unit.name or f"l{i}", taken, f"l{i}")
+
+    lines: list[tuple[str, str]] = []
+    for i in live:
+        unit = graph.units[i]
+        lines.append((_statement(graph, i, unit, names, previous, templates, defaults), _comment(i, unit)))
+
+    header = [f"# Imported by `cnndsl import` from {graph.source}.", *[f"# {note}" for note in graph.notes]]
+    parts = ["\n".join(header)]
+    if defaults:
+        parts.append(
+            "defaults " + ", ".join(format_call(op, sorted(args.items())) for op, args in defaults.items())
+        )
+    parts += [t.definition() for t in templates.values()]
+    body = [_align(code, comment) for code, comment in lines]
+    if outputs != [live[-1]]:
+        body.append("return " + ", ".join(names[o] for o in outputs))
+    shape = ", ".join(str(d) for d in graph.input_shape)
+    parts.append(
+        f"network {graph.name}({graph.input_name}: [{shape}]) {{\n" + "\n".join("    " + b for b in body) + "\n}"
+    )
+    return "\n\n".join(parts) + "\n"
+
+
+def _shared_defaults(
+    units: list[Unit], templates: dict[tuple[tuple[str, tuple[str, ...]], ...], _Template]
+) -> dict[str, dict[str, Any]]:
+    """Arguments that every written (non-block) call of an op gives with one value, on two or more calls."""
+    written: dict[str, list[dict[str, Any]]] = {}
+    for unit in units:
+        if _template_key(unit) in templates:
+            continue
+        for step in unit.steps:
+            written.setdefault(step.op, []).append(step.kwargs)
+    shared: dict[str, dict[str, Any]] = {}
+    for op_name, calls in written.items():
+        if len(calls) < 2:
+            continue
+        required = {p.name for p in ops.REGISTRY[op_name].params if p.required}
+        common = {
+            k: v
+            for k, v in calls[0].items()
+            if k not in required and not _is_default(op_name, k, v) and all(k in c and c[k] == v for c in calls[1:])
+        }
+        if common:
+            shared[op_name] = common
+    return shared
+
+
+def _statement(
+    graph: Graph,
+    index: int,
+    unit: Unit,
+    names: dict[int, str],
+    previous: dict[int, int],
+    templates: dict[tuple[tuple[str, tuple[str, ...]], ...], _Template],
+    defaults: dict[str, dict[str, Any]],
+) -> str:
+    if unit.gap is not None:
+        chain = "identity"
+    elif (template := templates.get(_template_key(unit))) is not None:
+        chain = template.call(unit)
+    else:
+        chain = " -> ".join(
+            format_call(s.op, [(k, v) for k, v in s.args if defaults.get(s.op, {}).get(k, _MISSING) != v])
+            for s in unit.steps
+        )
+    if unit.merge is not None:
+        source = f"{unit.merge}(" + " | ".join(names[i] for i in unit.inputs) + ")"
+        code = f"{source} -> {chain}" if chain else source
+    elif unit.inputs[0] == previous[index]:
+        code = chain
+    else:
+        code = f"{names[unit.inputs[0]]} -> {chain}"
+    if index in names:
+        code = f"{names[index]} = {code}"
+    before = graph.units[unit.inputs[0]].shape if unit.inputs[0] != INPUT else graph.input_shape
+    if unit.shape and len(unit.shape) == 3 and (len(before) != 3 or before[1:] != unit.shape[1:]):
+        code += " : [" + ", ".join(str(d) for d in unit.shape) + "]"
+    return code
+
+
+_MISSING = object()
+
+
+def _comment(index: int, unit: Unit) -> str:
+    text = unit.label or unit.kind
+    if unit.location.line is not None:
+        text += f" (line {unit.location.line})"
+    if unit.gap is not None:
+        text += f" -- NOT IMPORTED: {unit.gap}"
+    return text
+
+
+def _align(code: str, comment: str) -> str:
+    return f"{code.ljust(_COMMENT_COLUMN)}  # {comment}" if comment else code
