@@ -246,7 +246,7 @@ def import_darknet(
 def _channel_group(reader: _Reader, groups: int, group_id: int) -> Step:
     if group_id >= groups:
         reader.problems.append(Problem(reader.location("group_id"), f"group_id={group_id} is not below groups={groups}"))
-    return Step.of("channel_group", groups=groups, index=group_id)
+    return Step.of("chunk", chunks=groups, index=group_id)
 
 
 def _activation(reader: _Reader, default: str) -> list[Step]:

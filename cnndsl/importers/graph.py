@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import ops
 from ..ops import OpError, Shape
+from .blocks import BlockDef, Stmt, format_value, mine_blocks, statement_text
 
 INPUT = -1
 """The unit id that stands for the network input in :attr:`Unit.inputs`."""
@@ -165,7 +166,9 @@ def _apply(unit: Unit, shapes: list[Shape]) -> Shape:
     else:
         shape = shapes[0]
     for step in unit.steps:
-        op = ops.REGISTRY[step.op]
+        op = ops.REGISTRY.get(step.op)
+        if op is None:  # a mapping written for an op this version of cnndsl does not have
+            raise OpError(f"needs the op {step.op}, which this cnndsl does not have")
         shape = op.shape([shape], ops.resolve_args(op, step.kwargs))
     return shape
 
@@ -193,22 +196,6 @@ _SHORT_PARAMS = {"channels": "c", "kernel": "k", "features": "f"}
 _COMMENT_COLUMN = 56
 
 
-def format_value(value: Any) -> str:
-    """A Python value as .cnn source: ``true``, ``[1, 2]``, ``0.001``, a bare symbol for a string."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple | list):
-        if len(value) == 2 and value[0] == value[1]:
-            return format_value(value[0])
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, float):
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") and "e" not in text else text
-    if isinstance(value, str):
-        return value
-    return str(value)
-
-
 def format_call(op_name: str, args: Iterable[tuple[str, Any]]) -> str:
     """``conv(64, 3, stride=2)``: required parameters positionally in schema order, the rest by keyword."""
     op = ops.REGISTRY[op_name]
@@ -233,26 +220,15 @@ class _Template:
     body: list[list[tuple[str, str]]]
     """Per step, (op parameter, text): constants as values, varying ones as the block parameter's name."""
 
-    def definition(self) -> str:
-        signature = ", ".join(
-            name if default is ops.REQUIRED else f"{name}={format_value(default)}"
-            for name, _, _, default in self.params
-        )
+    def body_text(self) -> str:
         steps = []
         for (op_name, _), args in zip(self.key, self.body, strict=True):
             steps.append(format_call(op_name, args) if args else op_name)
-        return f"block {self.name}({signature}) {{\n    " + " -> ".join(steps) + "\n}"
+        return " -> ".join(steps)
 
-    def call(self, unit: Unit) -> str:
-        values = {name: _value(unit.steps[i], arg) for name, i, arg, _ in self.params}
-        positional: list[str] = []
-        keywords: list[str] = []
-        for name, _, _, default in self.params:
-            if default is ops.REQUIRED:
-                positional.append(format_value(values[name]))
-            elif values[name] != default:
-                keywords.append(f"{name}={format_value(values[name])}")
-        return f"{self.name}({', '.join(positional + keywords)})"
+    def values(self, unit: Unit) -> tuple[Any, ...]:
+        return tuple(_value(unit.steps[i], arg) for _, i, arg, _ in self.params)
+
 
 
 def _template_key(unit: Unit) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -386,8 +362,10 @@ def resolve_aliases(graph: Graph) -> None:
     graph.outputs = [target[i] for i in graph.output_ids()]
 
 
-def write_spec(graph: Graph) -> str:
-    """Render the graph as a ``.cnn`` spec. Call :func:`resolve_aliases` and :func:`infer_shapes` first."""
+def write_spec(graph: Graph, *, find_blocks: bool = True) -> str:
+    """Render the graph as a ``.cnn`` spec. Call :func:`resolve_aliases` and :func:`infer_shapes` first.
+
+    ``find_blocks`` also turns recurring runs of layers into parametric blocks (see :mod:`.blocks`)."""
     aliases = {
         i for i, u in enumerate(graph.units) if not u.steps and u.merge is None and u.gap is None and u.inputs
     }
@@ -395,44 +373,87 @@ def write_spec(graph: Graph) -> str:
     units = [graph.units[i] for i in live]
     templates = _make_templates(units)
     defaults = _shared_defaults(units, templates)
-    outputs = graph.outputs or [live[-1]]
-
-    consumers: dict[int, list[int]] = {}
-    for i in live:
-        for source in graph.units[i].inputs:
-            consumers.setdefault(source, []).append(i)
-    previous: dict[int, int] = {}
-    for before, after in zip([INPUT, *live], live, strict=False):
-        previous[after] = before
-
-    taken: set[str] = {graph.input_name, *(t.name for t in templates.values())}
-    names: dict[int, str] = {INPUT: graph.input_name}
-    for i in live:
-        unit = graph.units[i]
-        follow = consumers.get(i, [])
-        needs_name = any(
-            previous.get(c) != i or graph.units[c].merge is not None or len(graph.units[c].inputs) > 1
-            for c in follow
+    defs = {key: BlockDef(t.name, [(n, d) for n, _, _, d in t.params], [t.body_text()]) for key, t in templates.items()}
+    position = {unit_id: k for k, unit_id in enumerate(live)}
+    position[INPUT] = -1
+    stmts: list[Stmt] = []
+    for unit in units:
+        template = templates.get(_template_key(unit))
+        if unit.gap is not None:
+            block, chain, values = None, "identity", ()
+        elif template is not None:
+            block, chain, values = defs[_template_key(unit)], "", template.values(unit)
+        else:
+            block, values = None, ()
+            chain = " -> ".join(
+                format_call(s.op, [(k, v) for k, v in s.args if defaults.get(s.op, {}).get(k, _MISSING) != v])
+                for s in unit.steps
+            )
+        line = unit.location.line
+        stmts.append(
+            Stmt(
+                block,
+                chain,
+                values,
+                unit.merge,
+                tuple(position[i] for i in unit.inputs),
+                unit.shape,
+                _comment(unit),
+                (line, line),
+                unit.name,
+            )
         )
-        needs_name = needs_name or (i in outputs and (len(outputs) > 1 or i != live[-1]))
+    outputs = [position[o] for o in (graph.outputs or [live[-1]])]
+    taken: set[str] = {graph.input_name, *(t.name for t in templates.values())}
+    mined: list[BlockDef] = []
+    if find_blocks:
+        stmts, outputs, mined = mine_blocks(stmts, outputs, taken)
+    return _render(graph, stmts, outputs, defaults, [*defs.values(), *mined])
+
+
+def _render(
+    graph: Graph,
+    stmts: list[Stmt],
+    outputs: list[int],
+    defaults: dict[str, dict[str, Any]],
+    blocks: list[BlockDef],
+) -> str:
+    users: dict[int, list[int]] = {}
+    for index, stmt in enumerate(stmts):
+        for source in stmt.inputs:
+            users.setdefault(source, []).append(index)
+    last = len(stmts) - 1
+    taken: set[str] = {graph.input_name, *(b.name for b in blocks)}
+    names: dict[int, str] = {-1: graph.input_name}
+    for index, stmt in enumerate(stmts):
+        follow = users.get(index, [])
+        needs_name = any(
+            c != index + 1 or stmts[c].merge is not None or len(stmts[c].inputs) > 1 for c in follow
+        )
+        needs_name = needs_name or (index in outputs and (len(outputs) > 1 or index != last))
         if needs_name:
-            names[i] = _identifier(unit.name or f"l{i}", taken, f"l{i}")
-
-    lines: list[tuple[str, str]] = []
-    for i in live:
-        unit = graph.units[i]
-        lines.append((_statement(graph, i, unit, names, previous, templates, defaults), _comment(i, unit)))
-
+            names[index] = _identifier(stmt.name_hint or f"l{index}", taken, f"l{index}")
+    body = []
+    for index, stmt in enumerate(stmts):
+        code = statement_text(stmt, index, names)
+        source = stmt.inputs[0] if stmt.inputs else -1
+        before = stmts[source].shape if source != -1 else graph.input_shape
+        if stmt.shape and len(stmt.shape) == 3 and (len(before) != 3 or before[1:] != stmt.shape[1:]):
+            code += " : [" + ", ".join(str(d) for d in stmt.shape) + "]"
+        comment = stmt.label
+        first, final = stmt.lines
+        if first is not None:
+            comment += f" (line {first})" if first == final else f" (lines {first}-{final})"
+        body.append(_align(code, comment))
+    if outputs != [last]:
+        body.append("return " + ", ".join(names[o] for o in outputs))
     header = [f"# Imported by `cnndsl import` from {graph.source}.", *[f"# {note}" for note in graph.notes]]
     parts = ["\n".join(header)]
     if defaults:
         parts.append(
             "defaults " + ", ".join(format_call(op, sorted(args.items())) for op, args in defaults.items())
         )
-    parts += [t.definition() for t in templates.values()]
-    body = [_align(code, comment) for code, comment in lines]
-    if outputs != [live[-1]]:
-        body.append("return " + ", ".join(names[o] for o in outputs))
+    parts += [b.definition() for b in blocks]
     shape = ", ".join(str(d) for d in graph.input_shape)
     parts.append(
         f"network {graph.name}({graph.input_name}: [{shape}]) {{\n" + "\n".join("    " + b for b in body) + "\n}"
@@ -465,46 +486,11 @@ def _shared_defaults(
     return shared
 
 
-def _statement(
-    graph: Graph,
-    index: int,
-    unit: Unit,
-    names: dict[int, str],
-    previous: dict[int, int],
-    templates: dict[tuple[tuple[str, tuple[str, ...]], ...], _Template],
-    defaults: dict[str, dict[str, Any]],
-) -> str:
-    if unit.gap is not None:
-        chain = "identity"
-    elif (template := templates.get(_template_key(unit))) is not None:
-        chain = template.call(unit)
-    else:
-        chain = " -> ".join(
-            format_call(s.op, [(k, v) for k, v in s.args if defaults.get(s.op, {}).get(k, _MISSING) != v])
-            for s in unit.steps
-        )
-    if unit.merge is not None:
-        source = f"{unit.merge}(" + " | ".join(names[i] for i in unit.inputs) + ")"
-        code = f"{source} -> {chain}" if chain else source
-    elif unit.inputs[0] == previous[index]:
-        code = chain
-    else:
-        code = f"{names[unit.inputs[0]]} -> {chain}"
-    if index in names:
-        code = f"{names[index]} = {code}"
-    before = graph.units[unit.inputs[0]].shape if unit.inputs[0] != INPUT else graph.input_shape
-    if unit.shape and len(unit.shape) == 3 and (len(before) != 3 or before[1:] != unit.shape[1:]):
-        code += " : [" + ", ".join(str(d) for d in unit.shape) + "]"
-    return code
-
-
 _MISSING = object()
 
 
-def _comment(index: int, unit: Unit) -> str:
+def _comment(unit: Unit) -> str:
     text = unit.label or unit.kind
-    if unit.location.line is not None:
-        text += f" (line {unit.location.line})"
     if unit.gap is not None:
         text += f" -- NOT IMPORTED: {unit.gap}"
     return text
