@@ -8,7 +8,7 @@ import sys
 from .common import CliError, parse_shape, write_output
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "import",
         help="write a .cnn spec for a Darknet .cfg or Caffe .prototxt model",

@@ -50,7 +50,12 @@ def import_file(
     else:
         known = ", ".join(sorted(FORMATS))
         raise ImportFailure(
-            [Problem(Location(str(path)), f"unknown model format {suffix or '(no extension)'}; expected {known}")]
+            [
+                Problem(
+                    Location(str(path)),
+                    f"unknown model format {suffix or '(no extension)'}; expected {known}",
+                )
+            ]
         )
     return import_graph(graph)
 
@@ -65,9 +70,14 @@ def import_graph(graph: Graph) -> ImportResult:
     try:
         loads(text, f"{graph.name}.cnn")
     except SpecError as error:
-        gaps = [u for u in graph.units if u.gap is not None]
-        if not gaps:
+        if not graph.gaps and all(u.gap is None for u in graph.units):
             raise ImportFailure(
-                [Problem(Location(graph.source), f"internal error: the written spec does not check:\n{error.render()}")]
+                [
+                    Problem(
+                        Location(graph.source),
+                        f"internal error: the written spec does not check:\n{error.render()}",
+                    )
+                ]
             ) from None
-    return ImportResult(text, graph, tuple(f"{u.location}: {u.gap}" for u in graph.units if u.gap is not None))
+    gaps = [f"{u.location}: {u.gap}" for u in graph.units if u.gap is not None] + graph.gaps
+    return ImportResult(text, graph, tuple(gaps))

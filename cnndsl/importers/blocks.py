@@ -98,7 +98,9 @@ class Stmt:
         literal = texts is None
         slot_texts = [format_value(v) for v in self.slot_values()] if texts is None else list(texts)
         if self.block is not None:
-            text = self.block.call(slot_texts[:-1], self.values if literal else _literal_values(self, slot_texts))
+            text = self.block.call(
+                slot_texts[:-1], self.values if literal else _literal_values(self, slot_texts)
+            )
         else:
             text = self.chain
         repeat = slot_texts[-1]
@@ -220,12 +222,18 @@ def _make_block(
         return None
     params.sort(key=lambda p: p[1] is not REQUIRED)
     merges = {s.merge for s in occurrences[0]}
-    if any(s.repeat > 1 or (s.block is not None and s.block.mined) for s in occurrences[0]) and not merges - {None}:
+    if any(s.repeat > 1 or (s.block is not None and s.block.mined) for s in occurrences[0]) and not merges - {
+        None
+    }:
         base = "Stage"
     elif merges & {"add", "sample_add"}:
         base = "Residual"
     elif "concat" in merges:
-        base = "Dense" if any(-1 in s.inputs and s.merge == "concat" for s in relative_run(occurrences[0], starts[0])) else "Branches"
+        base = (
+            "Dense"
+            if any(-1 in s.inputs and s.merge == "concat" for s in relative_run(occurrences[0], starts[0]))
+            else "Branches"
+        )
     else:
         base = "Layers"
     name, suffix = base, 2

@@ -186,14 +186,20 @@ def import_caffe(
     if text is None:
         data = Path(path).read_bytes()
         if len(data) > MAX_BYTES:
-            raise ImportFailure([Problem(Location(file), f"{len(data):,} bytes is too large for a prototxt", "limit")])
+            raise ImportFailure(
+                [Problem(Location(file), f"{len(data):,} bytes is too large for a prototxt", "limit")]
+            )
         text = data.decode("utf-8", "replace")
     root = parse_text(text, file)
     layers = root.all("layer") or root.all("layers")
     if not layers:
-        raise ImportFailure([Problem(Location(file, 1), "no layer { ... } messages: this is not a Caffe net")])
+        raise ImportFailure(
+            [Problem(Location(file, 1), "no layer { ... } messages: this is not a Caffe net")]
+        )
     name = root.get("name") if isinstance(root.get("name"), str) else Path(file).stem
-    builder = _Builder(file, partial, Graph(network_name(name), f"the Caffe prototxt {Path(file).name}", "data", ()))
+    builder = _Builder(
+        file, partial, Graph(network_name(name), f"the Caffe prototxt {Path(file).name}", "data", ())
+    )
     builder.declare_inputs(root, layers, input_shape)
     for layer in layers:
         if isinstance(layer, Message):
@@ -246,7 +252,9 @@ class _Builder:
                     name = (layer.all("top") or ["data"])[0]
                     break
         if not isinstance(name, str):
-            self.problems.append(Problem(Location(self.file, 1), "no input declared (input:, input_shape or an Input layer)"))
+            self.problems.append(
+                Problem(Location(self.file, 1), "no input declared (input:, input_shape or an Input layer)")
+            )
             name = "data"
         shape = tuple(dims[1:]) if len(dims) == 4 else ()
         if override is not None:
@@ -254,7 +262,10 @@ class _Builder:
         if len(shape) != 3 or not all(0 < d <= MAX_DIMENSION for d in shape):
             if override is None:
                 self.problems.append(
-                    Problem(Location(self.file, 1), f"the input {name!r} has no usable [N, C, H, W] shape; give --input")
+                    Problem(
+                        Location(self.file, 1),
+                        f"the input {name!r} has no usable [N, C, H, W] shape; give --input",
+                    )
                 )
             shape = (1, 1, 1)
         self.graph.input_name = _tensor_name(name)
@@ -281,20 +292,23 @@ class _Builder:
         if handler is None:
             message = f"{kind} layers are not supported"
             if self.partial:
-                self.add(layer, kind, inputs[:1], tops, Unit(self.location(layer), kind, inputs[:1], gap=message))
+                self.add(
+                    layer, kind, inputs[:1], tops, Unit(self.location(layer), kind, inputs[:1], gap=message)
+                )
             else:
                 self.problem(layer, message, "unsupported")
             return
         handler(self, layer, kind, inputs, tops)
 
     def add(self, layer: Message, kind: str, inputs: list[int], tops: list[str], unit: Unit) -> None:
-        follower = kind in FOLLOWERS and len(inputs) == 1 and inputs[0] != INPUT and inputs[0] not in self.read
+        follower = (
+            kind in FOLLOWERS and len(inputs) == 1 and inputs[0] != INPUT and inputs[0] not in self.read
+        )
         source = self.graph.units[inputs[0]] if follower else None
         if source is not None and source.gap is None and (source.steps or source.merge):
-            if unit.steps:
-                source.steps.extend(unit.steps)
-                source.label += f", {_label(layer, kind)}"
-                source.shape = ()
+            source.steps.extend(unit.steps)
+            source.label += f", {_label(layer, kind)}"
+            source.shape = ()
             for top in tops:
                 self.blobs[top] = inputs[0]
             if tops:
@@ -322,12 +336,12 @@ class _Builder:
 
     def convolution(self, layer: Message, kind: str, inputs: list[int], tops: list[str]) -> None:
         param = _param(layer, "convolution_param")
-        channels = self.int(layer, param, "num_output", None)
-        kernel = self.pair(layer, param, "kernel_size", "kernel_h", "kernel_w", None)
-        stride = self.pair(layer, param, "stride", "stride_h", "stride_w", 1)
-        padding = self.pair(layer, param, "pad", "pad_h", "pad_w", 0)
-        dilation = self.pair(layer, param, "dilation", None, None, 1)
-        groups = self.int(layer, param, "group", 1)
+        channels = self.int_field(layer, param, "num_output", None)
+        kernel = self.pair_field(layer, param, "kernel_size", "kernel_h", "kernel_w", None)
+        stride = self.pair_field(layer, param, "stride", "stride_h", "stride_w", 1) or (1, 1)
+        padding = self.pair_field(layer, param, "pad", "pad_h", "pad_w", 0) or (0, 0)
+        dilation = self.pair_field(layer, param, "dilation", None, None, 1) or (1, 1)
+        groups = self.int_field(layer, param, "group", 1)
         if kind in ("DepthwiseConvolution", "ConvolutionDepthwise"):
             groups = self.shape(inputs[0])[0] if self.shape(inputs[0]) else groups
         if channels is None or kernel is None:
@@ -343,7 +357,9 @@ class _Builder:
         if groups != 1:
             args["groups"] = groups
         args["bias"] = bool(param.get("bias_term", True))
-        self.add(layer, kind, inputs, tops, Unit(self.location(layer), kind, inputs, [Step.of("conv", **args)]))
+        self.add(
+            layer, kind, inputs, tops, Unit(self.location(layer), kind, inputs, [Step.of("conv", **args)])
+        )
 
     def pooling(self, layer: Message, kind: str, inputs: list[int], tops: list[str]) -> None:
         param = _param(layer, "pooling_param")
@@ -359,16 +375,18 @@ class _Builder:
                 return
             self.add(layer, kind, inputs, tops, Unit(self.location(layer), kind, inputs, [step]))
             return
-        kernel = self.pair(layer, param, "kernel_size", "kernel_h", "kernel_w", None)
+        kernel = self.pair_field(layer, param, "kernel_size", "kernel_h", "kernel_w", None)
         if kernel is None:
             self.problem(layer, "Pooling needs kernel_size (or global_pooling: true)")
             return
-        stride = self.pair(layer, param, "stride", "stride_h", "stride_w", 1)
-        padding = self.pair(layer, param, "pad", "pad_h", "pad_w", 0)
+        stride = self.pair_field(layer, param, "stride", "stride_h", "stride_w", 1) or (1, 1)
+        padding = self.pair_field(layer, param, "pad", "pad_h", "pad_w", 0) or (0, 0)
         ceil = bool(param.get("ceil_mode", True))
         if ceil and padding == (0, 0) and any(s > k for s, k in zip(stride, kernel, strict=True)):
             # Caffe drops a last window starting past the input only when padded; torch always does.
-            self.problem(layer, "ceil pooling with a stride larger than the kernel and no padding", "unsupported")
+            self.problem(
+                layer, "ceil pooling with a stride larger than the kernel and no padding", "unsupported"
+            )
             return
         args: dict[str, Any] = {"kernel": _collapse(kernel), "stride": _collapse(stride)}
         if padding != (0, 0):
@@ -380,7 +398,7 @@ class _Builder:
 
     def inner_product(self, layer: Message, kind: str, inputs: list[int], tops: list[str]) -> None:
         param = _param(layer, "inner_product_param")
-        features = self.int(layer, param, "num_output", None)
+        features = self.int_field(layer, param, "num_output", None)
         if features is None:
             self.problem(layer, "InnerProduct needs num_output")
             return
@@ -423,10 +441,16 @@ class _Builder:
     def scale(self, layer: Message, kind: str, inputs: list[int], tops: list[str]) -> None:
         source = self.graph.units[inputs[0]] if inputs[0] != INPUT else None
         if source is None or not source.steps or source.steps[-1].op != "bn":
-            self.problem(layer, "Scale is supported only right after a BatchNorm (together one bn)", "unsupported")
+            self.problem(
+                layer, "Scale is supported only right after a BatchNorm (together one bn)", "unsupported"
+            )
             return
         if not bool(_param(layer, "scale_param").get("bias_term", False)):
-            self.problem(layer, "Scale without bias_term after BatchNorm (torch's bn always has a shift)", "unsupported")
+            self.problem(
+                layer,
+                "Scale without bias_term after BatchNorm (torch's bn always has a shift)",
+                "unsupported",
+            )
             return
         # The affine part of the bn the BatchNorm started: nothing new to write, only names to record.
         self.add(layer, kind, inputs, tops, Unit(self.location(layer), kind, inputs, []))
@@ -435,7 +459,9 @@ class _Builder:
         if kind == "Concat":
             axis = int(_param(layer, "concat_param").get("axis", 1))
             if axis != 1:
-                self.problem(layer, f"Concat along axis {axis} is not supported (channels only)", "unsupported")
+                self.problem(
+                    layer, f"Concat along axis {axis} is not supported (channels only)", "unsupported"
+                )
                 return
             merge = "concat"
         else:
@@ -447,7 +473,9 @@ class _Builder:
             elif operation in ("PROD", "0"):
                 merge = "mul"
             else:
-                self.problem(layer, f"Eltwise {operation} (with coeff {coefficients}) is not supported", "unsupported")
+                self.problem(
+                    layer, f"Eltwise {operation} (with coeff {coefficients}) is not supported", "unsupported"
+                )
                 return
         if len(inputs) == 1:
             self.add(layer, kind, inputs, tops, Unit(self.location(layer), kind, inputs))
@@ -460,7 +488,7 @@ class _Builder:
 
     # -- typed fields --------------------------------------------------------------------------------
 
-    def int(self, layer: Message, param: Message, key: str, default: int | None) -> int | None:
+    def int_field(self, layer: Message, param: Message, key: str, default: int | None) -> int | None:
         value = param.get(key, default)
         if value is None:
             return None
@@ -469,13 +497,19 @@ class _Builder:
             return default
         return value
 
-    def pair(
-        self, layer: Message, param: Message, key: str, key_h: str | None, key_w: str | None, default: int | None
+    def pair_field(
+        self,
+        layer: Message,
+        param: Message,
+        key: str,
+        key_h: str | None,
+        key_w: str | None,
+        default: int | None,
     ) -> tuple[int, int] | None:
         values = param.all(key)
         if key_h and key_w and (param.get(key_h) is not None or param.get(key_w) is not None):
-            height = self.int(layer, param, key_h, default)
-            width = self.int(layer, param, key_w, default)
+            height = self.int_field(layer, param, key_h, default)
+            width = self.int_field(layer, param, key_w, default)
             return None if height is None or width is None else (height, width)
         if not values:
             return None if default is None else (default, default)

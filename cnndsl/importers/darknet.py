@@ -80,16 +80,28 @@ def parse_sections(text: str, file: str) -> list[Section]:
 class _Reader:
     """Typed access to one section's options; problems are collected rather than raised one by one."""
 
-    def __init__(self, section: Section, file: str, problems: list[Problem]) -> None:
+    def __init__(
+        self,
+        section: Section,
+        file: str,
+        problems: list[Problem],
+        index: int | None = None,
+        partial: bool = False,
+    ) -> None:
         self.section = section
         self.file = file
         self.problems = problems
+        self.index = index
+        self.partial = partial
+        self.gaps: list[str] = []
+        """With --partial: what of this layer was left out (the layer itself is still imported)."""
 
     def location(self, key: str | None = None) -> Location:
         line = self.section.options[key][1] if key in self.section.options else self.section.line
-        return Location(self.file, line, f"[{self.section.kind}]")
+        layer = f"layer {self.index} " if self.index is not None else ""
+        return Location(self.file, line, f"{layer}[{self.section.kind}]")
 
-    def int(self, key: str, default: int, minimum: int = 0) -> int:
+    def int_option(self, key: str, default: int, minimum: int = 0) -> int:
         if key not in self.section.options:
             return default
         text = self.section.options[key][0]
@@ -105,7 +117,7 @@ class _Reader:
             return default
         return value
 
-    def float(self, key: str, default: float) -> float:
+    def float_option(self, key: str, default: float) -> float:
         if key not in self.section.options:
             return default
         text = self.section.options[key][0]
@@ -118,7 +130,7 @@ class _Reader:
             return default
         return value
 
-    def text(self, key: str, default: str) -> str:
+    def text_option(self, key: str, default: str) -> str:
         return self.section.options[key][0].lower() if key in self.section.options else default
 
     def indices(self, key: str) -> list[int]:
@@ -146,16 +158,24 @@ def import_darknet(
     if text is None:
         data = Path(path).read_bytes()
         if len(data) > MAX_BYTES:
-            raise ImportFailure([Problem(Location(file), f"{len(data):,} bytes is too large for a cfg", "limit")])
+            raise ImportFailure(
+                [Problem(Location(file), f"{len(data):,} bytes is too large for a cfg", "limit")]
+            )
         text = data.decode("utf-8", "replace")
     sections = parse_sections(text, file)
     problems: list[Problem] = []
     net = sections[0]
     if net.kind not in ("net", "network"):
-        problems.append(Problem(Location(file, net.line), f"the first section must be [net], got [{net.kind}]"))
+        problems.append(
+            Problem(Location(file, net.line), f"the first section must be [net], got [{net.kind}]")
+        )
         raise ImportFailure(problems)
     reader = _Reader(net, file, problems)
-    shape = (reader.int("channels", 3, 1), reader.int("height", 0, 1), reader.int("width", 0, 1))
+    shape = (
+        reader.int_option("channels", 3, 1),
+        reader.int_option("height", 0, 1),
+        reader.int_option("width", 0, 1),
+    )
     if input_shape is not None:
         shape = (input_shape[0], input_shape[1], input_shape[2])
     elif shape[1] == 0 or shape[2] == 0:
@@ -166,9 +186,9 @@ def import_darknet(
     """Darknet layer index -> unit id."""
     outputs: list[int] = []
     for section in sections[1:]:
-        reader = _Reader(section, file, problems)
         index = len(layer_units)
-        location = Location(file, section.line, f"layer {index}")
+        reader = _Reader(section, file, problems, index, partial)
+        location = reader.location()
         previous = layer_units[-1] if layer_units else INPUT
         kind = section.kind
 
@@ -176,7 +196,10 @@ def import_darknet(
             target = index + value if value < 0 else value
             if not 0 <= target < index:
                 reader.problems.append(
-                    Problem(reader.location(), f"layer {value} refers to layer {target}, which is not before {index}")
+                    Problem(
+                        reader.location(),
+                        f"{value} refers to layer {target}; only layers 0..{index - 1} come before",
+                    )
                 )
                 return None
             return layer_units[target]
@@ -191,30 +214,40 @@ def import_darknet(
         elif kind in ("connected", "conn"):
             unit = _connected(reader, location, previous, graph, layer_units)
         elif kind in ("dropout",):
-            p = reader.float("probability", 0.5)
-            unit = Unit(location, "[dropout]", [previous], [Step.of("dropout", p=p) if p != 0.5 else Step.of("dropout")])
+            p = reader.float_option("probability", 0.5)
+            unit = Unit(
+                location,
+                "[dropout]",
+                [previous],
+                [Step.of("dropout", p=p) if p != 0.5 else Step.of("dropout")],
+            )
         elif kind in ("softmax", "soft"):
-            if reader.int("groups", 1, 1) != 1:
-                problems.append(Problem(reader.location("groups"), "[softmax] groups= is not supported", "unsupported"))
+            if reader.int_option("groups", 1, 1) != 1:
+                problems.append(
+                    Problem(reader.location("groups"), "[softmax] groups= is not supported", "unsupported")
+                )
             unit = Unit(location, "[softmax]", [previous], [Step.of("softmax")])
         elif kind == "route":
             targets = [t for t in (ref(v) for v in reader.indices("layers")) if t is not None]
-            groups = reader.int("groups", 1, 1)
-            group_id = reader.int("group_id", 0, 0)
+            groups = reader.int_option("groups", 1, 1)
+            group_id = reader.int_option("group_id", 0, 0)
             if targets:
                 unit = Unit(location, "[route]", targets, merge="concat" if len(targets) > 1 else None)
                 if groups > 1:
                     unit.steps = [_channel_group(reader, groups, group_id)]
         elif kind == "shortcut":
-            [target] = [t for t in (ref(v) for v in reader.indices("from")[:1]) if t is not None] or [None]
-            if reader.float("alpha", 1.0) != 1.0 or reader.float("beta", 1.0) != 1.0:
-                problems.append(Problem(reader.location(), "[shortcut] alpha/beta other than 1", "unsupported"))
+            sources = [t for t in (ref(v) for v in reader.indices("from")[:1]) if t is not None]
+            target = sources[0] if sources else None
+            if reader.float_option("alpha", 1.0) != 1.0 or reader.float_option("beta", 1.0) != 1.0:
+                problems.append(
+                    Problem(reader.location(), "[shortcut] alpha/beta other than 1", "unsupported")
+                )
             if target is not None:
                 same = _shape_of(graph, previous) == _shape_of(graph, target)
                 unit = Unit(location, "[shortcut]", [previous, target], merge="add" if same else "sample_add")
                 unit.steps = _activation(reader, "linear")
         elif kind == "upsample":
-            stride = reader.int("stride", 2, 1)
+            stride = reader.int_option("stride", 2, 1)
             unit = Unit(location, "[upsample]", [previous], [Step.of("upsample", scale=stride)])
         elif kind in HEADS:
             outputs.append(previous)
@@ -232,6 +265,9 @@ def import_darknet(
         if unit is None:
             unit = Unit(location, f"[{kind}]", [previous])  # keeps later layer indices right while collecting
         unit.label = f"{index} [{kind}]"
+        if reader.gaps:
+            unit.label += " -- NOT IMPORTED: " + "; ".join(reader.gaps)
+            graph.gaps += [f"{reader.location()}: {gap}" for gap in reader.gaps]
         layer_units.append(graph.add(unit))
     if problems:
         raise ImportFailure(problems)
@@ -245,12 +281,17 @@ def import_darknet(
 
 def _channel_group(reader: _Reader, groups: int, group_id: int) -> Step:
     if group_id >= groups:
-        reader.problems.append(Problem(reader.location("group_id"), f"group_id={group_id} is not below groups={groups}"))
+        reader.problems.append(
+            Problem(reader.location("group_id"), f"group_id={group_id} is not below groups={groups}")
+        )
     return Step.of("chunk", chunks=groups, index=group_id)
 
 
 def _activation(reader: _Reader, default: str) -> list[Step]:
-    name = reader.text("activation", default)
+    name = reader.text_option("activation", default)
+    if name not in ACTIVATIONS and reader.partial:
+        reader.gaps.append(f"activation={name} (left out)")
+        return []
     if name not in ACTIVATIONS:
         reader.problems.append(
             Problem(reader.location("activation"), f"activation={name} is not supported", "unsupported")
@@ -261,15 +302,15 @@ def _activation(reader: _Reader, default: str) -> list[Step]:
 
 
 def _convolutional(reader: _Reader, location: Location, previous: int) -> Unit:
-    filters = reader.int("filters", 1, 1)
-    size = reader.int("size", 1, 1)
-    stride = reader.int("stride", 1, 1)
-    groups = reader.int("groups", 1, 1)
-    dilation = reader.int("dilation", 1, 1)
-    padding = reader.int("padding", 0)
-    if reader.int("pad", 0) and "padding" not in reader.section.options:
+    filters = reader.int_option("filters", 1, 1)
+    size = reader.int_option("size", 1, 1)
+    stride = reader.int_option("stride", 1, 1)
+    groups = reader.int_option("groups", 1, 1)
+    dilation = reader.int_option("dilation", 1, 1)
+    padding = reader.int_option("padding", 0)
+    if reader.int_option("pad", 0) and "padding" not in reader.section.options:
         padding = size // 2
-    batch_norm = bool(reader.int("batch_normalize", 0))
+    batch_norm = bool(reader.int_option("batch_normalize", 0))
     conv = {"channels": filters, "kernel": size}
     if stride != 1:
         conv["stride"] = stride
@@ -289,9 +330,9 @@ def _convolutional(reader: _Reader, location: Location, previous: int) -> Unit:
 def _maxpool(
     reader: _Reader, location: Location, previous: int, graph: Graph, layer_units: list[int]
 ) -> Unit:
-    stride = reader.int("stride", 1, 1)
-    size = reader.int("size", stride, 1)
-    total = reader.int("padding", size - 1)
+    stride = reader.int_option("stride", 1, 1)
+    size = reader.int_option("size", stride, 1)
+    total = reader.int_option("padding", size - 1)
     before, after = total // 2, total - total // 2
     height, width = _shape_before(graph, previous)
     steps: list[Step] = []
@@ -329,11 +370,11 @@ def _shape_before(graph: Graph, unit_id: int) -> tuple[int, int]:
 def _connected(
     reader: _Reader, location: Location, previous: int, graph: Graph, layer_units: list[int]
 ) -> Unit:
-    output = reader.int("output", 1, 1)
+    output = reader.int_option("output", 1, 1)
     steps: list[Step] = []
     if len(_shape_of(graph, previous)) != 1:
         steps.append(Step.of("flatten"))
-    batch_norm = bool(reader.int("batch_normalize", 0))
+    batch_norm = bool(reader.int_option("batch_normalize", 0))
     steps.append(Step.of("linear", features=output, bias=not batch_norm))
     if batch_norm:
         reader.problems.append(
@@ -345,10 +386,12 @@ def _connected(
 
 def _crop(reader: _Reader, location: Location, previous: int, graph: Graph, index: int) -> Unit:
     if index != 0:
-        reader.problems.append(Problem(reader.location(), "[crop] is supported only as the first layer", "unsupported"))
+        reader.problems.append(
+            Problem(reader.location(), "[crop] is supported only as the first layer", "unsupported")
+        )
         return Unit(location, "[crop]", [previous])
-    height = reader.int("crop_height", graph.input_shape[1], 1)
-    width = reader.int("crop_width", graph.input_shape[2], 1)
+    height = reader.int_option("crop_height", graph.input_shape[1], 1)
+    width = reader.int_option("crop_width", graph.input_shape[2], 1)
     graph.notes.append(
         f"[crop] {graph.input_shape[1]}x{graph.input_shape[2]} -> {height}x{width} (a data augmentation) is folded "
         "into the input shape."

@@ -114,6 +114,8 @@ class Graph:
     units: list[Unit] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     """Unit ids of the network outputs; empty means the last unit."""
+    gaps: list[str] = field(default_factory=list)
+    """With --partial: parts of imported layers that were left out, located (whole layers are units with a gap)."""
     notes: list[str] = field(default_factory=list)
     """Lines for the header comment: conventions the reader should know (crop folded away, head semantics)."""
 
@@ -140,7 +142,9 @@ def infer_shapes(graph: Graph) -> None:
     problems: list[Problem] = []
     known: dict[int, Shape] = {INPUT: graph.input_shape}
     for index, unit in enumerate(graph.units):
-        if unit.shape:  # inferred by an earlier call (importers ask while reading, where a rule depends on it)
+        if (
+            unit.shape
+        ):  # inferred by an earlier call (importers ask while reading, where a rule depends on it)
             known[index] = unit.shape
             continue
         if any(i not in known for i in unit.inputs):
@@ -199,7 +203,9 @@ _COMMENT_COLUMN = 56
 def format_call(op_name: str, args: Iterable[tuple[str, Any]]) -> str:
     """``conv(64, 3, stride=2)``: required parameters positionally in schema order, the rest by keyword."""
     op = ops.REGISTRY[op_name]
-    given = {k: v for k, v in args if not (isinstance(v, str | int | float | bool) and _is_default(op_name, k, v))}
+    given = {
+        k: v for k, v in args if not (isinstance(v, str | int | float | bool) and _is_default(op_name, k, v))
+    }
     if "kernel" in given and given.get("stride") == given["kernel"] and op.param("stride") is not None:
         given.pop("stride")  # a pool's stride defaults to its kernel
     positional = [format_value(given.pop(p.name)) for p in op.params if p.required and p.name in given]
@@ -228,7 +234,6 @@ class _Template:
 
     def values(self, unit: Unit) -> tuple[Any, ...]:
         return tuple(_value(unit.steps[i], arg) for _, i, arg, _ in self.params)
-
 
 
 def _template_key(unit: Unit) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -373,7 +378,10 @@ def write_spec(graph: Graph, *, find_blocks: bool = True) -> str:
     units = [graph.units[i] for i in live]
     templates = _make_templates(units)
     defaults = _shared_defaults(units, templates)
-    defs = {key: BlockDef(t.name, [(n, d) for n, _, _, d in t.params], [t.body_text()]) for key, t in templates.items()}
+    defs = {
+        key: BlockDef(t.name, [(n, d) for n, _, _, d in t.params], [t.body_text()])
+        for key, t in templates.items()
+    }
     position = {unit_id: k for k, unit_id in enumerate(live)}
     position[INPUT] = -1
     stmts: list[Stmt] = []
@@ -456,7 +464,9 @@ def _render(
     parts += [b.definition() for b in blocks]
     shape = ", ".join(str(d) for d in graph.input_shape)
     parts.append(
-        f"network {graph.name}({graph.input_name}: [{shape}]) {{\n" + "\n".join("    " + b for b in body) + "\n}"
+        f"network {graph.name}({graph.input_name}: [{shape}]) {{\n"
+        + "\n".join("    " + b for b in body)
+        + "\n}"
     )
     return "\n\n".join(parts) + "\n"
 
@@ -479,7 +489,9 @@ def _shared_defaults(
         common = {
             k: v
             for k, v in calls[0].items()
-            if k not in required and not _is_default(op_name, k, v) and all(k in c and c[k] == v for c in calls[1:])
+            if k not in required
+            and not _is_default(op_name, k, v)
+            and all(k in c and c[k] == v for c in calls[1:])
         }
         if common:
             shared[op_name] = common
