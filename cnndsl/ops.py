@@ -899,8 +899,10 @@ register(
         costs=_free,
         rf=lambda shapes, out, args: RFRule((1, 1), (1.0, 1.0), (args["top"], args["left"])),
         torch=_pad_torch,
-        label=lambda args: f"pad {args['left']},{args['right']},{args['top']},{args['bottom']}"
-        + ("" if args["mode"] == "constant" else f" {args['mode']}"),
+        label=lambda args: (
+            f"pad {args['left']},{args['right']},{args['top']},{args['bottom']}"
+            + ("" if args["mode"] == "constant" else f" {args['mode']}")
+        ),
         flops_rule="0 (a copy)",
     )
 )
