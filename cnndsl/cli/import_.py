@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .common import CliError, parse_shape, write_output
 
@@ -11,15 +12,25 @@ from .common import CliError, parse_shape, write_output
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "import",
-        help="write a .cnn spec for a Darknet .cfg or Caffe .prototxt model",
+        help="write a .cnn spec for a PyTorch module, a Darknet .cfg or a Caffe .prototxt",
         description="Read a model written for another tool and write it as a checked .cnn spec: recurring "
-        "layer patterns become blocks, each line names its source layer. Formats: Darknet .cfg, Caffe "
-        ".prototxt (deploy nets). See docs/import.md.",
+        "layer patterns become blocks, each line names its source layer. Sources: a Python factory "
+        "(package.module:callable, traced with torch.fx), Darknet .cfg, Caffe .prototxt (deploy nets). "
+        "See docs/import.md.",
     )
-    parser.add_argument("source", help="the model file (.cfg or .prototxt)")
+    parser.add_argument(
+        "source",
+        help="the model: a Darknet .cfg, a Caffe .prototxt, or a Python factory package.module:callable "
+        "(e.g. torchvision.models:resnet50)",
+    )
     parser.add_argument("-o", "--output", metavar="OUT.cnn", help="write the spec here (default: stdout)")
     parser.add_argument(
         "--input", metavar="SHAPE", help="the input shape, e.g. 3x416x416 (default: the file's own)"
+    )
+    parser.add_argument(
+        "--weights-out",
+        metavar="FILE",
+        help="also write the source's weights under the spec's keys (.pt, or .safetensors); Python sources only",
     )
     parser.add_argument(
         "--partial",
@@ -30,19 +41,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..importers import FORMATS, ImportFailure, import_file
+    from ..importers import FORMATS, ImportFailure, import_file, is_python_source
 
+    python_source = is_python_source(args.source)
     suffix = "." + args.source.rsplit(".", 1)[-1].lower() if "." in args.source else ""
-    if suffix not in FORMATS:
+    if not python_source and suffix not in FORMATS:
         known = ", ".join(sorted(FORMATS))
-        raise CliError(f"{args.source}: unknown model format {suffix or '(no extension)'}; expected {known}")
+        raise CliError(
+            f"{args.source}: unknown model format {suffix or '(no extension)'}; expected {known} "
+            "or a Python factory package.module:callable"
+        )
+    if args.weights_out and not python_source:
+        raise CliError("--weights-out: only Python sources carry weights so far (see docs/import.md)")
     shape = None
     if args.input:
         _, shape = parse_shape(args.input)
         if len(shape) != 3:
             raise CliError(f"--input {args.input!r}: expected C x H x W")
     try:
-        result = import_file(args.source, input_shape=shape, partial=args.partial)
+        if python_source:
+            result, weights = _import_python(args.source, shape, args.partial, bool(args.weights_out))
+        else:
+            result, weights = import_file(args.source, input_shape=shape, partial=args.partial), None
     except ImportFailure as failure:
         print(failure.render(), file=sys.stderr)
         return 1
@@ -55,4 +75,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(result.spec)
+    if weights is not None:
+        _write_weights(args.weights_out, weights)
+        print(f"wrote {args.weights_out} ({len(weights)} tensors)", file=sys.stderr)
     return 1 if result.gaps else 0
+
+
+def _import_python(
+    source: str, shape: tuple[int, ...] | None, partial: bool, weights: bool
+) -> tuple[Any, Any]:
+    from .. import loads
+    from ..importers import import_graph
+    from ..importers.torch_fx import import_torch, spec_state_dict
+
+    imported = import_torch(source, input_shape=shape, partial=partial)
+    result = import_graph(imported.graph)
+    if not weights or result.gaps:
+        return result, None
+    return result, spec_state_dict(imported, loads(result.spec))
+
+
+def _write_weights(path: str, state: dict[str, Any]) -> None:
+    import io
+
+    import torch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save
+
+        data = save({k: v.contiguous() for k, v in state.items()})
+    else:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        data = buffer.getvalue()
+    write_output(path, data)

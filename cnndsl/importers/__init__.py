@@ -13,9 +13,28 @@ from pathlib import Path
 from ..diagnostics import SpecError
 from .graph import Graph, ImportFailure, Location, Problem, infer_shapes, resolve_aliases, write_spec
 
-__all__ = ["FORMATS", "ImportFailure", "ImportResult", "Problem", "import_file", "import_graph"]
+__all__ = [
+    "FORMATS",
+    "ImportFailure",
+    "ImportResult",
+    "Problem",
+    "import_file",
+    "import_graph",
+    "is_python_source",
+]
 
 FORMATS = {".cfg": "darknet", ".prototxt": "caffe"}
+
+
+def is_python_source(source: str) -> bool:
+    """``package.module:callable`` (a factory to trace) rather than a file path."""
+    module, sep, attribute = source.partition(":")
+    return (
+        bool(sep)
+        and bool(attribute)
+        and "/" not in source
+        and all(part.isidentifier() for part in (*module.split("."), *attribute.split(".")))
+    )
 
 
 @dataclass(frozen=True)

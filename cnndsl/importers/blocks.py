@@ -11,7 +11,7 @@ It repeats on its own output, so stages made of repeated blocks become blocks to
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -82,6 +82,10 @@ class Stmt:
     lines: tuple[int | None, int | None]
     name_hint: str | None = None
     repeat: int = 1
+    scopes: dict[str, int] = field(default_factory=dict)
+    """How many source layers of each source scope (torch module path) this statement holds."""
+    size: int = 1
+    """How many source layers this statement holds."""
 
     def skeleton(self) -> tuple[Any, ...]:
         return (self.block.name if self.block else ("chain", self.chain), self.merge)
@@ -114,8 +118,12 @@ def _literal_values(stmt: Stmt, texts: Sequence[str]) -> list[Any]:
     return [v if format_value(v) == t else object() for v, t in zip(stmt.values, texts, strict=False)]
 
 
+Namer = Callable[[list[list[Stmt]]], "str | None"]
+"""Names a block from its occurrences (the source's own module class), or None to use a generic name."""
+
+
 def mine_blocks(
-    stmts: list[Stmt], outputs: list[int], taken: set[str]
+    stmts: list[Stmt], outputs: list[int], taken: set[str], namer: Namer | None = None
 ) -> tuple[list[Stmt], list[int], list[BlockDef]]:
     """Replace recurring runs of statements with calls of new blocks.
 
@@ -127,7 +135,7 @@ def mine_blocks(
         if found is None:
             break
         length, starts = found
-        block = _make_block(stmts, length, starts, taken)
+        block = _make_block(stmts, length, starts, taken, namer)
         if block is None:
             break
         defined.append(block[0])
@@ -187,7 +195,7 @@ def _best_run(stmts: list[Stmt], outputs: list[int]) -> tuple[int, list[int]] | 
 
 
 def _make_block(
-    stmts: list[Stmt], length: int, starts: list[int], taken: set[str]
+    stmts: list[Stmt], length: int, starts: list[int], taken: set[str], namer: Namer | None = None
 ) -> tuple[BlockDef, list[list[str]], list[tuple[Any, ...]]] | None:
     """The block for a recurring run: parameters for the slots that vary, expressions where slots agree."""
     occurrences = [stmts[s : s + length] for s in starts]
@@ -236,6 +244,7 @@ def _make_block(
         )
     else:
         base = "Layers"
+    base = (namer(occurrences) if namer else None) or base
     name, suffix = base, 2
     while name in taken:
         name = f"{base}{suffix}"
@@ -333,6 +342,8 @@ def _replace(
                 _span_label(run[0], last),
                 (run[0].lines[0], last.lines[1]),
                 last.name_hint,
+                scopes=_sum_scopes(run),
+                size=sum(s.size for s in run),
             )
             for offset in range(length):
                 mapping[position + offset] = len(new)
@@ -362,12 +373,22 @@ def collapse_repeats(stmts: list[Stmt], outputs: list[int]) -> tuple[list[Stmt],
                 label=_span_label(last, stmt),
                 lines=(last.lines[0], stmt.lines[1]),
                 name_hint=stmt.name_hint,
+                scopes=_sum_scopes([last, stmt]),
+                size=last.size + stmt.size,
             )
             mapping[index] = len(new) - 1
             continue
         mapping[index] = len(new)
         new.append(replace(stmt, inputs=tuple(mapping[i] for i in stmt.inputs)))
     return new, [mapping[o] for o in outputs]
+
+
+def _sum_scopes(stmts: Sequence[Stmt]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for stmt in stmts:
+        for path, count in stmt.scopes.items():
+            total[path] = total.get(path, 0) + count
+    return total
 
 
 def _continues(stmts: list[Stmt], users: dict[int, list[int]], outputs: list[int], index: int) -> bool:

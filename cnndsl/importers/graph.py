@@ -13,7 +13,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,8 @@ class Unit:
     merge: str | None = None
     name: str | None = None
     """A name the source gives the layer's output (a Caffe top), used for the tensor name when one is needed."""
+    scope: tuple[str, ...] = ()
+    """The source's own grouping (a torch module path such as ``layer1.0``), which names the blocks found."""
     label: str = ""
     """What the line's comment calls the source layer(s): ``layer 12 [convolutional]``, ``conv1, bn_conv1``."""
     gap: str | None = None
@@ -114,6 +116,8 @@ class Graph:
     units: list[Unit] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     """Unit ids of the network outputs; empty means the last unit."""
+    scope_classes: dict[str, str] = field(default_factory=dict)
+    """Class name of each scope path in :attr:`Unit.scope` (``layer1.0`` -> ``Bottleneck``)."""
     gaps: list[str] = field(default_factory=list)
     """With --partial: parts of imported layers that were left out, located (whole layers are units with a gap)."""
     notes: list[str] = field(default_factory=list)
@@ -274,7 +278,8 @@ def _build_template(
         for arg in [p.name for p in op.params if p.name in given]:
             values = [_value(m.steps[index], arg) for m in members]
             if all(v == values[0] for v in values):
-                step_args.append((arg, format_value(values[0])))
+                if not _is_default(op_name, arg, values[0]):
+                    step_args.append((arg, format_value(values[0])))
                 continue
             if arg == "padding" and _padding_is_half_kernel(members, index):
                 kernel_param = next((p for p in params if p[1] == index and p[2] == "kernel"), None)
@@ -319,9 +324,12 @@ def _is_default(op_name: str, arg: str, value: Any) -> bool:
     spec = op.param(arg)
     if spec is None or spec.required:
         return False
-    if spec.default == value and type(spec.default) is type(value):
-        return True
-    return arg == "stride" and spec.default is None and value in (None,)
+    if spec.default is None:
+        return value is None
+    try:
+        return bool(ops.coerce(spec, value) == ops.coerce(spec, spec.default))
+    except OpError:
+        return False
 
 
 def _hashable(value: Any) -> Any:
@@ -409,14 +417,47 @@ def write_spec(graph: Graph, *, find_blocks: bool = True) -> str:
                 _comment(unit),
                 (line, line),
                 unit.name,
+                scopes={path: max(1, len(unit.steps)) for path in unit.scope},
+                size=max(1, len(unit.steps)),
             )
         )
     outputs = [position[o] for o in (graph.outputs or [live[-1]])]
     taken: set[str] = {graph.input_name, *(t.name for t in templates.values())}
     mined: list[BlockDef] = []
     if find_blocks:
-        stmts, outputs, mined = mine_blocks(stmts, outputs, taken)
+        totals: dict[str, int] = {}
+        for stmt in stmts:
+            for path, count in stmt.scopes.items():
+                totals[path] = totals.get(path, 0) + count
+        stmts, outputs, mined = mine_blocks(stmts, outputs, taken, _scope_namer(graph, totals))
     return _render(graph, stmts, outputs, defaults, [*defs.values(), *mined])
+
+
+_CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+
+
+def _scope_namer(graph: Graph, totals: dict[str, int]) -> Callable[[list[list[Stmt]]], str | None]:
+    """Name a block after the source module every occurrence is exactly one instance of (``Bottleneck``)."""
+
+    def name(occurrences: list[list[Stmt]]) -> str | None:
+        found: set[str] = set()
+        for run in occurrences:
+            size = sum(s.size for s in run)
+            held: dict[str, int] = {}
+            for stmt in run:
+                for path, count in stmt.scopes.items():
+                    held[path] = held.get(path, 0) + count
+            whole = [p for p, count in held.items() if count == size and totals.get(p) == size]
+            if not whole:
+                return None
+            path = max(whole, key=len)
+            cls = graph.scope_classes.get(path, "")
+            if cls in _CONTAINERS or not cls:
+                cls = re.sub(r"[^A-Za-z]", "", path.rsplit(".", 1)[-1]).title()
+            found.add(cls)
+        return found.pop() if len(found) == 1 and found != {""} else None
+
+    return name
 
 
 def _render(
