@@ -12,15 +12,15 @@ from .common import CliError, parse_shape, write_output
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "import",
-        help="write a .cnn spec for a PyTorch module, a Darknet .cfg or a Caffe .prototxt",
+        help="write a .cnn spec for a PyTorch module, an ONNX file, a Darknet .cfg or a Caffe .prototxt",
         description="Read a model written for another tool and write it as a checked .cnn spec: recurring "
         "layer patterns become blocks, each line names its source layer. Sources: a Python factory "
-        "(package.module:callable, traced with torch.fx), Darknet .cfg, Caffe .prototxt (deploy nets). "
+        "(package.module:callable, traced with torch.fx), .onnx, Darknet .cfg, Caffe .prototxt (deploy nets). "
         "See docs/import.md.",
     )
     parser.add_argument(
         "source",
-        help="the model: a Darknet .cfg, a Caffe .prototxt, or a Python factory package.module:callable "
+        help="the model: an .onnx file, a Darknet .cfg, a Caffe .prototxt, or a Python factory package.module:callable "
         "(e.g. torchvision.models:resnet50)",
     )
     parser.add_argument("-o", "--output", metavar="OUT.cnn", help="write the spec here (default: stdout)")
@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights-out",
         metavar="FILE",
-        help="also write the source's weights under the spec's keys (.pt, or .safetensors); Python sources only",
+        help="also write the source's weights under the spec's keys (.pt, or .safetensors); Python and ONNX "
+        "sources",
     )
     parser.add_argument(
         "--partial",
@@ -51,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.source}: unknown model format {suffix or '(no extension)'}; expected {known} "
             "or a Python factory package.module:callable"
         )
-    if args.weights_out and not python_source:
-        raise CliError("--weights-out: only Python sources carry weights so far (see docs/import.md)")
+    if args.weights_out and not (python_source or suffix == ".onnx"):
+        raise CliError("--weights-out: Darknet and Caffe weight files are not read yet (see docs/import.md)")
     shape = None
     if args.input:
         _, shape = parse_shape(args.input)
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if python_source:
             result, weights = _import_python(args.source, shape, args.partial, bool(args.weights_out))
+        elif suffix == ".onnx":
+            result, weights = _import_onnx(args.source, shape, args.partial, bool(args.weights_out))
         else:
             result, weights = import_file(args.source, input_shape=shape, partial=args.partial), None
     except ImportFailure as failure:
@@ -89,6 +92,18 @@ def _import_python(
     from ..importers.torch_fx import import_torch, spec_state_dict
 
     imported = import_torch(source, input_shape=shape, partial=partial)
+    result = import_graph(imported.graph)
+    if not weights or result.gaps:
+        return result, None
+    return result, spec_state_dict(imported, loads(result.spec))
+
+
+def _import_onnx(source: str, shape: tuple[int, ...] | None, partial: bool, weights: bool) -> tuple[Any, Any]:
+    from .. import loads
+    from ..importers import import_graph
+    from ..importers.onnx_model import import_onnx, spec_state_dict
+
+    imported = import_onnx(source, input_shape=shape, partial=partial)
     result = import_graph(imported.graph)
     if not weights or result.gaps:
         return result, None

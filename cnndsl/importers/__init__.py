@@ -23,7 +23,7 @@ __all__ = [
     "is_python_source",
 ]
 
-FORMATS = {".cfg": "darknet", ".prototxt": "caffe"}
+FORMATS = {".cfg": "darknet", ".prototxt": "caffe", ".onnx": "onnx"}
 
 
 def is_python_source(source: str) -> bool:
@@ -52,7 +52,7 @@ def import_file(
     input_shape: tuple[int, ...] | None = None,
     partial: bool = False,
 ) -> ImportResult:
-    """Import a model file, chosen by its extension (``.cfg`` Darknet, ``.prototxt`` Caffe).
+    """Import a model file, chosen by its extension (``.cfg`` Darknet, ``.prototxt`` Caffe, ``.onnx``).
 
     Raises :class:`ImportFailure` listing every unsupported or invalid layer with its location, and ``OSError``
     when the file cannot be read."""
@@ -66,6 +66,10 @@ def import_file(
         from .caffe import import_caffe
 
         graph = import_caffe(path, partial=partial, input_shape=input_shape)
+    elif kind == "onnx":
+        from .onnx_model import import_onnx
+
+        graph = import_onnx(path, partial=partial, input_shape=input_shape).graph
     else:
         known = ", ".join(sorted(FORMATS))
         raise ImportFailure(

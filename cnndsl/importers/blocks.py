@@ -18,6 +18,7 @@ from typing import Any
 from ..ops import REQUIRED, Shape
 
 MAX_WINDOW = 16
+_SHORT = {"channels": "c", "kernel": "k", "features": "f"}
 MAX_PARAMS = 6
 """A block with more parameters than this reads worse than the lines it replaces."""
 
@@ -48,6 +49,8 @@ class BlockDef:
     body: list[str] = field(default_factory=list)
     mined: bool = False
     """Made from a recurring run of statements (rather than from one chain of ops)."""
+    is_op: bool = False
+    """A registry op called directly: ``name`` is the op, ``params`` the arguments given; nothing to define."""
 
     def definition(self) -> str:
         signature = ", ".join(n if d is REQUIRED else f"{n}={format_value(d)}" for n, d in self.params)
@@ -62,7 +65,8 @@ class BlockDef:
                 positional.append(text)
             elif values is None or values[index] != default:
                 keywords.append(f"{name}={text}")
-        return f"{self.name}({', '.join(positional + keywords)})" if self.params else self.name
+        inner = ", ".join(positional + keywords)
+        return f"{self.name}({inner})" if inner else self.name
 
 
 @dataclass
@@ -88,6 +92,8 @@ class Stmt:
     """How many source layers this statement holds."""
 
     def skeleton(self) -> tuple[Any, ...]:
+        if self.block is not None and self.block.is_op:
+            return (("op", self.block.name, tuple(n for n, _ in self.block.params)), self.merge)
         return (self.block.name if self.block else ("chain", self.chain), self.merge)
 
     def slot_values(self) -> tuple[Any, ...]:
@@ -118,12 +124,24 @@ def _literal_values(stmt: Stmt, texts: Sequence[str]) -> list[Any]:
     return [v if format_value(v) == t else object() for v, t in zip(stmt.values, texts, strict=False)]
 
 
-Namer = Callable[[list[list[Stmt]]], "str | None"]
-"""Names a block from its occurrences (the source's own module class), or None to use a generic name."""
+Namer = Callable[[list[str]], "str | None"]
+"""Names a block from the source scope each occurrence is exactly (a module class), or None: a generic name."""
+
+
+def whole_scope(run: Sequence[Stmt], totals: dict[str, int]) -> str | None:
+    """The innermost source scope (module path) that this run holds all of and nothing besides, if any."""
+    size = sum(s.size for s in run)
+    held = _sum_scopes(run)
+    whole = [path for path, count in held.items() if count == size and totals.get(path) == size]
+    return max(whole, key=len) if whole else None
 
 
 def mine_blocks(
-    stmts: list[Stmt], outputs: list[int], taken: set[str], namer: Namer | None = None
+    stmts: list[Stmt],
+    outputs: list[int],
+    taken: set[str],
+    namer: Namer | None = None,
+    totals: dict[str, int] | None = None,
 ) -> tuple[list[Stmt], list[int], list[BlockDef]]:
     """Replace recurring runs of statements with calls of new blocks.
 
@@ -131,11 +149,11 @@ def mine_blocks(
     defined: list[BlockDef] = []
     stmts, outputs = collapse_repeats(stmts, outputs)
     for _ in range(64):
-        found = _best_run(stmts, outputs)
+        found = _best_run(stmts, outputs, totals or {})
         if found is None:
             break
         length, starts = found
-        block = _make_block(stmts, length, starts, taken, namer)
+        block = _make_block(stmts, length, starts, taken, namer, totals or {})
         if block is None:
             break
         defined.append(block[0])
@@ -170,9 +188,9 @@ def _window_key(
     return tuple(parts)
 
 
-def _best_run(stmts: list[Stmt], outputs: list[int]) -> tuple[int, list[int]] | None:
+def _best_run(stmts: list[Stmt], outputs: list[int], totals: dict[str, int]) -> tuple[int, list[int]] | None:
     users = _consumers(stmts)
-    best: tuple[int, int, list[int]] | None = None
+    best: tuple[tuple[int, bool, int], int, list[int]] | None = None
     for length in range(2, min(MAX_WINDOW, len(stmts)) + 1):
         groups: dict[tuple[Any, ...], list[int]] = {}
         for start in range(0, len(stmts) - length + 1):
@@ -187,15 +205,25 @@ def _best_run(stmts: list[Stmt], outputs: list[int]) -> tuple[int, list[int]] | 
             if len(chosen) < 2:
                 continue
             # Bottom-up, as a person writes blocks: the run that recurs most often first (the residual unit
-            # before the stage made of them), the longer one of runs that recur equally often.
+            # before the stage made of them); of runs that recur equally often, one that is exactly a unit of
+            # the source (a module), then the longer.
             gain = len(chosen) * length - (len(chosen) + length + 2)
-            if gain > 0 and (best is None or (len(chosen), length) > (len(best[2]), best[1])):
-                best = (gain, length, chosen)
+            if gain <= 0:
+                continue
+            aligned = bool(totals) and all(whole_scope(stmts[s : s + length], totals) for s in chosen)
+            score = (len(chosen), aligned, length)
+            if best is None or score > best[0]:
+                best = (score, length, chosen)
     return None if best is None else (best[1], best[2])
 
 
 def _make_block(
-    stmts: list[Stmt], length: int, starts: list[int], taken: set[str], namer: Namer | None = None
+    stmts: list[Stmt],
+    length: int,
+    starts: list[int],
+    taken: set[str],
+    namer: Namer | None = None,
+    totals: dict[str, int] | None = None,
 ) -> tuple[BlockDef, list[list[str]], list[tuple[Any, ...]]] | None:
     """The block for a recurring run: parameters for the slots that vary, expressions where slots agree."""
     occurrences = [stmts[s : s + length] for s in starts]
@@ -218,6 +246,7 @@ def _make_block(
             texts[slot] = text
             continue
         base = occurrences[0][slot[0]].slot_names()[slot[1]]
+        base = _SHORT.get(base, base)
         name, suffix = base, 2
         while name in {p[0] for p in params}:
             name = f"{base}{suffix}"
@@ -244,7 +273,9 @@ def _make_block(
         )
     else:
         base = "Layers"
-    base = (namer(occurrences) if namer else None) or base
+    scopes = [whole_scope(run, totals or {}) for run in occurrences]
+    if namer is not None and all(scopes):
+        base = namer([s for s in scopes if s]) or base
     name, suffix = base, 2
     while name in taken:
         name = f"{base}{suffix}"

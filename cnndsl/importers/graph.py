@@ -135,6 +135,40 @@ class Graph:
         return self.outputs or [len(self.units) - 1]
 
 
+FOLLOWER_FAMILIES = frozenset({"norm", "activation", "regularizer"})
+"""Ops that continue the line of the layer before them (conv -> bn -> relu is one line), by registry family."""
+
+
+def fuse_followers(graph: Graph, payloads: list[list[Any]], outputs: list[int]) -> None:
+    """Let a norm/activation/dropout unit that alone reads the unit before it continue that unit's line.
+
+    ``payloads`` holds per unit one entry per step (the weights behind it) and moves with the steps. A fused unit
+    is left without steps: an alias of its input."""
+    readers: dict[int, int] = {}
+    for unit in graph.units:
+        for source in unit.inputs:
+            readers[source] = readers.get(source, 0) + 1
+    owner: dict[int, int] = {}
+    for index, unit in enumerate(graph.units):
+        if index == 0 or unit.merge is not None or len(unit.inputs) != 1 or unit.gap is not None:
+            continue
+        source = unit.inputs[0]
+        if source != index - 1 or readers.get(source, 0) != 1 or source in outputs:
+            continue
+        target = owner.get(source, source)
+        before = graph.units[target]
+        follower = all(ops.REGISTRY[step.op].family in FOLLOWER_FAMILIES for step in unit.steps)
+        siblings = len(before.scope) == len(unit.scope) and before.scope[:-1] == unit.scope[:-1]
+        if before.gap is not None or not unit.steps or not follower or not siblings:
+            continue
+        before.steps = before.steps + unit.steps
+        before.label = f"{before.label}, {unit.label}"
+        before.shape = ()
+        payloads[target] = payloads[target] + payloads[index]
+        unit.steps, unit.merge, payloads[index] = [], None, []
+        owner[index] = target
+
+
 # ------------------------------------------------------------------------------------------- shapes ---
 
 
@@ -390,6 +424,7 @@ def write_spec(graph: Graph, *, find_blocks: bool = True) -> str:
         key: BlockDef(t.name, [(n, d) for n, _, _, d in t.params], [t.body_text()])
         for key, t in templates.items()
     }
+    op_calls: dict[tuple[str, tuple[str, ...]], BlockDef] = {}
     position = {unit_id: k for k, unit_id in enumerate(live)}
     position[INPUT] = -1
     stmts: list[Stmt] = []
@@ -399,6 +434,12 @@ def write_spec(graph: Graph, *, find_blocks: bool = True) -> str:
             block, chain, values = None, "identity", ()
         elif template is not None:
             block, chain, values = defs[_template_key(unit)], "", template.values(unit)
+        elif len(unit.steps) == 1:
+            # One op: a call whose arguments can become block parameters when runs of layers are mined.
+            step = unit.steps[0]
+            given = [(k, v) for k, v in step.args if defaults.get(step.op, {}).get(k, _MISSING) != v]
+            block, chain = _op_call(step.op, tuple(k for k, _ in given), op_calls), ""
+            values = tuple(dict(given)[name] for name, _ in block.params)
         else:
             block, values = None, ()
             chain = " -> ".join(
@@ -429,31 +470,37 @@ def write_spec(graph: Graph, *, find_blocks: bool = True) -> str:
         for stmt in stmts:
             for path, count in stmt.scopes.items():
                 totals[path] = totals.get(path, 0) + count
-        stmts, outputs, mined = mine_blocks(stmts, outputs, taken, _scope_namer(graph, totals))
+        stmts, outputs, mined = mine_blocks(stmts, outputs, taken, _scope_namer(graph), totals)
     return _render(graph, stmts, outputs, defaults, [*defs.values(), *mined])
 
 
 _CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 
 
-def _scope_namer(graph: Graph, totals: dict[str, int]) -> Callable[[list[list[Stmt]]], str | None]:
-    """Name a block after the source module every occurrence is exactly one instance of (``Bottleneck``)."""
+def _op_call(
+    op_name: str, given: tuple[str, ...], cache: dict[tuple[str, tuple[str, ...]], BlockDef]
+) -> BlockDef:
+    """An op called with these arguments, as a call the miner can parametrise (it has no definition to write)."""
+    key = (op_name, given)
+    if key not in cache:
+        op = ops.REGISTRY[op_name]
+        params = [(p.name, ops.REQUIRED if p.required else p.default) for p in op.params if p.name in given]
+        params += [(name, ops.REQUIRED) for name in given if op.param(name) is None]
+        cache[key] = BlockDef(op_name, params, is_op=True)
+    return cache[key]
 
-    def name(occurrences: list[list[Stmt]]) -> str | None:
+
+def _scope_namer(graph: Graph) -> Callable[[list[str]], str | None]:
+    """Name a block after the source module class every occurrence is one instance of (``Bottleneck``)."""
+
+    def name(paths: list[str]) -> str | None:
         found: set[str] = set()
-        for run in occurrences:
-            size = sum(s.size for s in run)
-            held: dict[str, int] = {}
-            for stmt in run:
-                for path, count in stmt.scopes.items():
-                    held[path] = held.get(path, 0) + count
-            whole = [p for p, count in held.items() if count == size and totals.get(p) == size]
-            if not whole:
-                return None
-            path = max(whole, key=len)
+        for path in paths:
             cls = graph.scope_classes.get(path, "")
-            if cls in _CONTAINERS or not cls:
-                cls = re.sub(r"[^A-Za-z]", "", path.rsplit(".", 1)[-1]).title()
+            if not cls:
+                return None
+            if cls in _CONTAINERS:  # Sequential: the attribute's name says more ("layer1" -> "Layer")
+                cls = re.sub(r"[^A-Za-z]", "", path.replace("/", ".").rsplit(".", 1)[-1]).title()
             found.add(cls)
         return found.pop() if len(found) == 1 and found != {""} else None
 
@@ -502,7 +549,7 @@ def _render(
         parts.append(
             "defaults " + ", ".join(format_call(op, sorted(args.items())) for op, args in defaults.items())
         )
-    parts += [b.definition() for b in blocks]
+    parts += [b.definition() for b in blocks if not b.is_op]
     shape = ", ".join(str(d) for d in graph.input_shape)
     parts.append(
         f"network {graph.name}({graph.input_name}: [{shape}]) {{\n"

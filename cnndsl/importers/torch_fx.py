@@ -23,12 +23,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .. import ops
-from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, network_name
+from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, fuse_followers, network_name
 
 DEFAULT_INPUT = (3, 224, 224)
-FOLLOWER_FAMILIES = frozenset({"norm", "activation", "regularizer"})
-"""Ops that continue the line of the layer before them (conv -> bn -> relu is one line), by registry family."""
 
 
 @dataclass
@@ -137,7 +134,7 @@ class _Tracer:
         if self.problems:
             raise ImportFailure(self.problems)
         self.graph.outputs = outputs
-        _fuse_chains(self.graph, self.modules, outputs)
+        fuse_followers(self.graph, self.modules, outputs)
         return TorchImport(self.graph, self.modules, model)
 
     def _where(self, node: fx.Node) -> Location:
@@ -516,33 +513,6 @@ def _scope(node: fx.Node, classes: dict[str, str]) -> tuple[str, ...]:
         if cls is not None:
             classes[str(path)] = getattr(cls, "__name__", str(cls))
     return tuple(paths)
-
-
-def _fuse_chains(graph: Graph, modules: list[list[nn.Module | None]], outputs: list[int]) -> None:
-    """Let a single-input unit that is the only reader of the unit before it continue that unit's line."""
-    readers: dict[int, int] = {}
-    for unit in graph.units:
-        for source in unit.inputs:
-            readers[source] = readers.get(source, 0) + 1
-    owner: dict[int, int] = {}
-    for index, unit in enumerate(graph.units):
-        if index == 0 or unit.merge is not None or len(unit.inputs) != 1 or unit.gap is not None:
-            continue
-        source = unit.inputs[0]
-        if source != index - 1 or readers.get(source, 0) != 1 or source in outputs:
-            continue
-        target = owner.get(source, source)
-        before = graph.units[target]
-        follower = all(ops.REGISTRY[step.op].family in FOLLOWER_FAMILIES for step in unit.steps)
-        if before.gap is not None or not unit.steps or not follower or before.scope != unit.scope:
-            continue
-        # Move this unit's steps onto the line it continues; it becomes an alias of its input.
-        before.steps = before.steps + unit.steps
-        before.label = f"{before.label}, {unit.label}"
-        before.shape = ()
-        modules[target] = modules[target] + modules[index]
-        unit.steps, unit.merge, modules[index] = [], None, []
-        owner[index] = target
 
 
 def spec_state_dict(imported: TorchImport, network: Any) -> dict[str, torch.Tensor]:
