@@ -198,6 +198,32 @@ network Broken(image: [3, 32, 32]) {
     return x, y
 }
 """,
+    "language_v2": """\
+def make_divisible(v, d, low=d) = bump(max(low, int(v + d / 2) // d * d), v, d)
+def bump(n, v, d) = n + d if n < 0.9 * v else n
+block Down(c) {
+    skip = conv(c, 3, padding=1) -> relu
+    return skip -> maxpool(2), skip
+}
+block Up(c, skip) {
+    conv_transpose(c, 2, stride=2)
+    concat(skip | identity)
+}
+block Scaled(c, p, use_bn=true) {
+    param gamma: [c, 1, 1] = 1e-6
+    let mid = make_divisible(c * 1.5, 8)
+    conv(mid, 1) -> (bn if use_bn and p >= 0 else identity) -> relu -> conv(c, 1)
+    if p > 0.05 { stochastic_depth(p) } else if not use_bn { relu }
+    mul(identity | gamma)
+}
+network V2(image: [3, 32, 32]) {
+    x, s = Down(16)
+    Scaled(16, p=0.1 * i / 2) * 3 as i
+    add(shortcut | conv(32, 3, padding=1) -> bn)
+    Up(16, skip=s)
+    conv(round(2.5) + min(1, 2), 1)
+}
+""",
 }
 
 
@@ -214,7 +240,7 @@ def load_seeds(root: Path = ROOT) -> dict[str, str]:
 _TOKEN = re.compile(
     r"""(?P<nl>\r?\n)|(?P<ws>[ \t\f\r]+)|(?P<comment>\#[^\n]*)|(?P<string>"[^"\n]*"?)"""
     r"""|(?P<number>(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"""
-    r"""|(?P<op>->|//|[-+*/%()\[\]{}|,=:.?])|(?P<other>.)""",
+    r"""|(?P<op>->|//|==|!=|<=|>=|[-+*/%()\[\]{}|,=:.?<>])|(?P<other>.)""",
     re.S,
 )
 
@@ -228,7 +254,30 @@ def _significant(token: str) -> bool:
     return bool(token.strip()) and not token.startswith("#")
 
 
-KEYWORDS = ["network", "block", "import", "defaults", "return", "shortcut", "in", "true", "false"]
+KEYWORDS = [
+    "network",
+    "block",
+    "import",
+    "defaults",
+    "return",
+    "shortcut",
+    "in",
+    "true",
+    "false",
+    "if",
+    "else",
+    "and",
+    "or",
+    "not",
+    "as",
+    "def",
+    "let",
+    "param",
+    "min",
+    "max",
+    "round",
+    "int",
+]
 PUNCTUATION = [
     "(",
     ")",
@@ -249,6 +298,12 @@ PUNCTUATION = [
     "/",
     "//",
     "%",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
 ]
 SYMBOLS = ["same", "valid", "nearest", "bilinear"]
 ATTRS = ["in.c", "in.h", "in.w", "x.c", "in.q"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .network import Network, Node
-from .ops import REGISTRY, RFRule, Shape, numel
+from .ops import NETWORK_INPUT, REGISTRY, RFRule, Shape, has_trait, numel
 
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
 """Bytes per element of the dtypes ``--dtype`` accepts."""
@@ -154,6 +154,8 @@ class LayerCost:
     """Elements of the output tensor for one sample."""
     receptive_field: ReceptiveField
     flops_rule: str
+    constant: bool = False
+    """Depends on no network input (a learned parameter): its receptive field joins no union."""
 
 
 @dataclass(frozen=True)
@@ -302,16 +304,23 @@ def conventions(batch: int = 1, dtype: str = "float32") -> dict[str, str]:
 # --------------------------------------------------------------------------------------- analysis ---
 
 
+def source_fields(network: Network) -> dict[int, ReceptiveField]:
+    """The receptive field of each declared input of the network (each position sees itself), by node id."""
+    return {
+        node.id: ReceptiveField.identity(_extent(node.shape))
+        for node in network.nodes
+        if has_trait(node.op, NETWORK_INPUT)
+    }
+
+
 def analyse_layers(network: Network) -> list[LayerCost]:
-    """Costs and receptive field of every non-input node, in source (topological) order."""
-    fields: dict[int, ReceptiveField] = {}
+    """Costs and receptive field of every node that is not a declared input, in source (topological) order."""
+    fields = source_fields(network)
     extents: dict[int, tuple[int, ...]] = {}
     layers: list[LayerCost] = []
     for node in network.nodes:
-        if node.op == "input":
-            extent = tuple(node.shape[1:]) if len(node.shape) == 3 else tuple(node.shape)
-            extents[node.id] = extent
-            fields[node.id] = ReceptiveField.identity(extent)
+        if node.id in fields:
+            extents[node.id] = _extent(node.shape)
             continue
         layer = _analyse_node(node, fields, extents)
         layers.append(layer)
@@ -330,18 +339,26 @@ def _analyse_node(
         raise AnalysisError(f"{node.path}: the cost rule of '{node.op}' returned nothing")
     rule = op.rf(in_shapes, node.shape, node.args)
     # Coordinates of the widest-ranked input feeding this node (a flat [F] input has one axis, an image two).
-    rank = max(len(extents[i]) for i in node.inputs)
-    ranked = [extents[i] for i in node.inputs if len(extents[i]) == rank]
-    extent = tuple(max(dims) for dims in zip(*ranked, strict=True))
+    if node.inputs:
+        rank = max(len(extents[i]) for i in node.inputs)
+        ranked = [extents[i] for i in node.inputs if len(extents[i]) == rank]
+        extent = tuple(max(dims) for dims in zip(*ranked, strict=True))
+    else:
+        extent = _extent(node.shape)
     extents[node.id] = extent
-    if rule is None:
+    # Inputs that are learned constants (a block's own parameter) see no pixel: they join no union.
+    seen = [i for i in node.inputs if i in fields]
+    if not seen:
+        rf = ReceptiveField.identity(extent)  # shown for the constant itself; it never reaches a consumer
+    elif rule is None:
         rf = ReceptiveField.whole(extent)
     else:
-        branches = [fields[i].apply(rule) for i in node.inputs]
+        branches = [fields[i].apply(rule) for i in seen]
         rf = branches[0] if len(branches) == 1 else ReceptiveField.union(branches, extent)
         if rf.is_global:
             rf = ReceptiveField.whole(extent)
-    fields[node.id] = rf
+    if seen:
+        fields[node.id] = rf
     return LayerCost(
         id=node.id,
         path=node.path,
@@ -359,6 +376,7 @@ def _analyse_node(
         activation_elements=numel(node.shape),
         receptive_field=rf,
         flops_rule=op.flops_rule,
+        constant=not seen,
     )
 
 
@@ -522,6 +540,7 @@ def summarize(network: Network, batch: int = 1, dtype: str = "float32", depth: i
 
 
 def _extent(shape: Shape) -> tuple[int, ...]:
+    """The spatial axes of a shape: (H, W) of [C, H, W], (F,) of a flat [F]."""
     return tuple(shape[1:]) if len(shape) == 3 else tuple(shape)
 
 

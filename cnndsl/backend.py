@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import ops
 from .network import Network, Node, torch_name
-from .ops import Lowering, TorchFunction, TorchModule
+from .ops import PROBABILITIES, Lowering, Placeholder, TorchFunction, TorchModule, TorchParameter
 
 if TYPE_CHECKING:
     import torch.fx
@@ -36,8 +36,8 @@ class Step:
     node: Node
     lowering: Lowering
     target: str
-    """Qualified submodule name (``Stage_1.Basic_0.conv_1``) for a TorchModule; the runtime function's name
-    for a TorchFunction."""
+    """Qualified submodule (or parameter) name (``Stage_1.Basic_0.conv_1``) for a TorchModule or a TorchParameter;
+    the runtime function's name for a TorchFunction."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ def _class_name(name: str) -> str:
 def plan(network: Network, logits: bool = False) -> Plan:
     """Decide the submodule name, lowering and inputs of every layer; pure data, no modules are built.
 
-    ``logits=True`` returns the input of every output that is a softmax instead (and drops that softmax when
-    nothing else reads it)."""
+    ``logits=True`` returns the input of every output whose op turns scores into probabilities (softmax) instead,
+    and drops that op when nothing else reads it."""
     reserved = _reserved_attributes()
     consumers: dict[int, int] = {}
     for node in network.nodes:
@@ -103,7 +103,7 @@ def plan(network: Network, logits: bool = False) -> Plan:
     dropped: set[int] = set()
     for tensor in network.outputs:
         node = network.nodes[tensor.node]
-        if logits and node.op == "softmax":
+        if logits and ops.has_trait(node.op, PROBABILITIES):
             outputs.append(node.inputs[0])
             if not consumers.get(node.id):
                 dropped.add(node.id)
@@ -135,11 +135,13 @@ def plan(network: Network, logits: bool = False) -> Plan:
     steps: list[Step] = []
     paths: dict[str, str] = {}
     for node in network.nodes:
-        if node.op == "input" or node.id in dropped:
+        if node.id in dropped:
             continue
         opdef = ops.REGISTRY[node.op]
         lowering = opdef.torch(list(node.input_shapes), node.shape, node.args)
-        if isinstance(lowering, TorchModule):
+        if isinstance(lowering, Placeholder):
+            continue  # a forward argument, from network.inputs below
+        if isinstance(lowering, TorchModule | TorchParameter):
             parent = ""
             for part in torch_name(node.path).split("."):
                 parent = f"{parent}.{component(parent, part)}" if parent else component(parent, part)
@@ -164,15 +166,29 @@ def plan(network: Network, logits: bool = False) -> Plan:
     return Plan(_class_name(network.name), tuple(inputs), tuple(steps), tuple(outputs), paths)
 
 
-def build_module(lowering: TorchModule) -> torch.nn.Module:
-    """Instantiate ``torch.nn.<cls>(**kwargs)`` (torch's default initialisation)."""
+def module_class(lowering: TorchModule) -> type[torch.nn.Module]:
+    """The class a TorchModule lowering names: ``torch.nn.<cls>``, or ``cnndsl.runtime.<cls>`` for home="runtime"."""
     import torch
 
-    cls = getattr(torch.nn, lowering.cls, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        raise ValueError(f"registry lowering names torch.nn.{lowering.cls}, which is not a module class")
-    module: torch.nn.Module = cls(**lowering.kwargs)
-    return module
+    from . import runtime
+
+    home, where = (runtime, "cnndsl.runtime") if lowering.home == "runtime" else (torch.nn, "torch.nn")
+    cls = getattr(home, lowering.cls, None)
+    if lowering.cls.startswith("_") or not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise ValueError(f"registry lowering names {where}.{lowering.cls}, which is not a module class")
+    return cls
+
+
+def build_module(lowering: TorchModule) -> torch.nn.Module:
+    """Instantiate the lowering's module class with its kwargs (torch's default initialisation)."""
+    return module_class(lowering)(**lowering.kwargs)
+
+
+def build_parameter(lowering: TorchParameter) -> torch.nn.Parameter:
+    """A parameter of the lowering's shape, every element its ``init``."""
+    import torch
+
+    return torch.nn.Parameter(torch.full(lowering.shape, float(lowering.init)))
 
 
 def runtime_function(lowering: TorchFunction) -> object:
@@ -185,7 +201,7 @@ def runtime_function(lowering: TorchFunction) -> object:
     return function
 
 
-def _attach(root: torch.nn.Module, target: str, module: torch.nn.Module) -> None:
+def _attach(root: torch.nn.Module, target: str, module: torch.nn.Module | torch.nn.Parameter) -> None:
     import torch
 
     *prefix, last = target.split(".")
@@ -196,7 +212,12 @@ def _attach(root: torch.nn.Module, target: str, module: torch.nn.Module) -> None
             child = torch.nn.Module()
             parent.add_module(part, child)
         parent = child
-    parent.add_module(last, module)
+    if isinstance(module, torch.nn.Parameter):
+        # On the block's own module: state_dict lists a module's parameters before its children's, as torch
+        # lists a block's own parameters (ConvNeXt's layer_scale) before its layers.
+        parent.register_parameter(last, module)
+    else:
+        parent.add_module(last, module)
 
 
 def to_torch(network: Network, logits: bool = False) -> torch.fx.GraphModule:
@@ -224,7 +245,12 @@ def to_torch(network: Network, logits: bool = False) -> torch.fx.GraphModule:
         if isinstance(step.lowering, TorchModule):
             _attach(root, step.target, build_module(step.lowering))
             value = graph.call_module(step.target, args)
+        elif isinstance(step.lowering, TorchParameter):
+            _attach(root, step.target, build_parameter(step.lowering))
+            # Every other tensor has a batch dimension: read the parameter as a batch of one.
+            value = graph.call_method("unsqueeze", (graph.get_attr(step.target), 0))
         else:
+            assert isinstance(step.lowering, TorchFunction)
             function = runtime_function(step.lowering)
             value = graph.call_function(function, args, dict(step.lowering.kwargs))  # type: ignore[arg-type]
         value.meta["cnndsl_node"] = step.node.id

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import __version__, ops
-from .backend import Plan, Step, identifier, plan
+from .backend import Plan, Step, identifier, module_class, plan
 from .network import Network
-from .ops import TorchFunction, TorchModule, fmt_shape
+from .ops import TorchFunction, TorchModule, TorchParameter, fmt_shape
 
 _COMMENT_LIMIT = 200
 
@@ -73,13 +73,12 @@ def _same(value: Any, default: Any) -> bool:
     return False
 
 
-def _explicit(cls: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The arguments that differ from ``torch.nn.<cls>``'s defaults: what a reader needs to see."""
-    import torch
-
+def _explicit(lowering: TorchModule) -> dict[str, Any]:
+    """The arguments that differ from the module class's defaults: what a reader needs to see."""
+    kwargs = lowering.kwargs
     try:
-        parameters = inspect.signature(getattr(torch.nn, cls)).parameters
-    except (AttributeError, TypeError, ValueError):
+        parameters = inspect.signature(module_class(lowering)).parameters
+    except (TypeError, ValueError):
         return dict(kwargs)
     return {
         key: value
@@ -90,8 +89,9 @@ def _explicit(cls: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _runtime_sources(names: Iterable[str]) -> list[str]:
-    """Source of the named runtime functions and of every runtime function they call, in first-use order."""
+def _runtime_sources(names: Iterable[str]) -> dict[str, str]:
+    """{name: source} of the named runtime functions and classes and of every runtime function they call, in
+    first-use order."""
     from . import runtime
 
     order: list[str] = []
@@ -100,12 +100,13 @@ def _runtime_sources(names: Iterable[str]) -> list[str]:
         name = pending.pop(0)
         if name in order:
             continue
-        function = getattr(runtime, name, None)
-        if not inspect.isfunction(function) or function.__module__ != runtime.__name__:
-            raise ValueError(f"cnndsl.runtime has no function {name!r}")
+        item = getattr(runtime, name, None)
+        if not (inspect.isfunction(item) or inspect.isclass(item)) or item.__module__ != runtime.__name__:
+            raise ValueError(f"cnndsl.runtime has no function or class {name!r}")
         order.append(name)
-        pending.extend(n for n in function.__code__.co_names if inspect.isfunction(getattr(runtime, n, None)))
-    return [textwrap.dedent(inspect.getsource(getattr(runtime, name))).rstrip() for name in order]
+        if inspect.isfunction(item):
+            pending.extend(n for n in item.__code__.co_names if inspect.isfunction(getattr(runtime, n, None)))
+    return {name: textwrap.dedent(inspect.getsource(getattr(runtime, name))).rstrip() for name in order}
 
 
 def _mangled(part: str) -> bool:
@@ -136,7 +137,7 @@ def _constructor_lines(lowered: Plan) -> list[str]:
     lines: list[str] = []
     containers: set[str] = set()
     for step in lowered.steps:
-        if not isinstance(step.lowering, TorchModule):
+        if not isinstance(step.lowering, TorchModule | TorchParameter):
             continue
         parts = step.target.split(".")
         for depth in range(1, len(parts)):
@@ -145,11 +146,18 @@ def _constructor_lines(lowered: Plan) -> list[str]:
                 containers.add(container)
                 where = "/".join(step.node.path.split("/")[:depth])
                 lines.append(f"{_assignment(container, 'nn.Module()')}  # {comment(where)}")
+        label = ops.REGISTRY[step.node.op].label(step.node.args)
+        if isinstance(step.lowering, TorchParameter):
+            shape, init = literal(tuple(step.lowering.shape)), literal(float(step.lowering.init))
+            lines.append(
+                f"{_assignment(step.target, f'nn.Parameter(torch.full({shape}, {init}))')}  # {comment(label)}"
+            )
+            continue
         cls = step.lowering.cls
         if not cls.isidentifier():
-            raise ValueError(f"torch.nn class name {cls!r} is not an identifier")
-        label = ops.REGISTRY[step.node.op].label(step.node.args)
-        module = f"nn.{cls}({_kwargs(_explicit(cls, step.lowering.kwargs))})"
+            raise ValueError(f"module class name {cls!r} is not an identifier")
+        prefix = "" if step.lowering.home == "runtime" else "nn."
+        module = f"{prefix}{cls}({_kwargs(_explicit(step.lowering))})"
         lines.append(f"{_assignment(step.target, module)}  # {comment(label)}")
     return lines
 
@@ -189,6 +197,8 @@ def _forward_lines(network: Network, lowered: Plan, reserved: set[str]) -> tuple
         args = ", ".join(names[source] for source in node.inputs)
         if isinstance(step.lowering, TorchModule):
             call = f"{_attribute(step.target)}({args})"
+        elif isinstance(step.lowering, TorchParameter):
+            call = f"{_attribute(step.target)}.unsqueeze(0)"  # a batch of one, like every other tensor
         else:
             assert isinstance(step.lowering, TorchFunction)
             extra = _kwargs(dict(step.lowering.kwargs))
@@ -209,8 +219,16 @@ def generate(network: Network, logits: bool = False, source: str | None = None) 
     """The standalone module's source text. ``source`` (the spec's file name) is mentioned in a comment."""
     lowered = plan(network, logits)
     functions = sorted({s.lowering.name for s in lowered.steps if isinstance(s.lowering, TorchFunction)})
-    runtime = _runtime_sources(functions)
-    runtime_names = {text.split("(", 1)[0].removeprefix("def ").strip() for text in runtime}
+    classes = sorted(
+        {
+            s.lowering.cls
+            for s in lowered.steps
+            if isinstance(s.lowering, TorchModule) and s.lowering.home == "runtime"
+        }
+    )
+    sources = _runtime_sources([*functions, *classes])
+    runtime = list(sources.values())
+    runtime_names = set(sources)
     class_name = lowered.class_name
     if class_name in runtime_names or class_name in {"torch", "nn"}:
         class_name += "Model"

@@ -10,8 +10,8 @@ of block instantiations that led there.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import ops
@@ -26,15 +26,24 @@ from .syntax import (
     Branches,
     Call,
     Chain,
+    Cond,
     Defaults,
     Expr,
     ExprStmt,
+    FuncDef,
     Group,
+    If,
+    Kwarg,
+    Let,
     ListExpr,
+    MultiAssign,
     Name,
     Neg,
     NetworkDef,
+    Not,
     Number,
+    ParamDecl,
+    Repeat,
     Return,
     Stmt,
     String,
@@ -60,6 +69,30 @@ list arguments and long paths are bounded by this, where the node count alone wo
 
 MAX_CALL_TEXT = 200
 """Longest block call kept for the instantiation chain (``in Basic(c=128) at ...``); longer ones are cut."""
+
+INPUT_OP = "input"
+"""The registry op of a declared network input (torch.fx's ``placeholder``)."""
+
+PARAMETER_OP = "parameter"
+"""The registry op of a ``param`` declaration: no input, one learnable tensor owned by the enclosing block."""
+
+
+def _round_half_even(x: float) -> int:
+    return round(x)
+
+
+BUILTINS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
+    "min": (1, None, min),
+    "max": (1, None, max),
+    "round": (1, 1, _round_half_even),
+    "floor": (1, 1, math.floor),
+    "ceil": (1, 1, math.ceil),
+    "int": (1, 1, int),
+}
+"""Value functions every spec can call: name -> (fewest arguments, most (None: any), function). ``round`` is
+Python's (halves to the even neighbour), ``int`` truncates toward zero; all take numbers only."""
+
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 
 
 class _Poisoned(Exception):
@@ -137,14 +170,17 @@ class Elaborator:
         sources: SourceMap,
         options: ElaborationOptions,
         sink: DiagnosticSink,
+        functions: dict[str, FuncDef] | None = None,
     ) -> None:
         self.blocks = blocks
+        self.functions = functions or {}
         self.sources = sources
         self.options = options
         self.sink = sink
         self.nodes: list[Node] = []
         self.work = 0
         self.work_limit = WORK_PER_NODE * options.node_budget
+        self.calling: list[str] = []  # the `def`s being evaluated, innermost last (recursion is refused)
 
     # -------------------------------------------------------------------------------- reporting ---
 
@@ -188,7 +224,7 @@ class Elaborator:
             if shape is None:
                 root.tensors[decl.name] = POISON
                 continue
-            node = self._add_node("input", {"shape": shape}, decl.name, decl.span, root, [], shape)
+            node = self._add_node(INPUT_OP, {"shape": shape}, decl.name, decl.span, root, [], shape)
             root.tensors[decl.name] = Ref(node.id, shape)
             inputs.append(Tensor(decl.name, node.id, shape))
         for name in overrides:
@@ -223,37 +259,50 @@ class Elaborator:
 
     def _input_shape(self, expr: Expr, scope: Scope) -> Shape | None:
         try:
-            value = self.value(expr, scope)
+            return self._shape_value(expr, scope, "input shape")
         except LocatedError as error:
             self.report(error.span, error.message, None)
             return None
         except _Poisoned:  # it uses an earlier input whose declaration was already reported
             return None
+
+    def _shape_value(self, expr: Expr, scope: Scope, what: str) -> Shape:
+        """A declared shape (an input's, a param's): [C, H, W] or [F] of positive integers."""
+        value = self.value(expr, scope)
         if (
             not isinstance(value, list)
             or len(value) not in (1, 3)
             or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
         ):
-            self.report(
-                expr.span,
-                f"an input shape is [C, H, W] or [F] of positive integers, got {expr_text(expr)}",
-                None,
+            article = "an" if what[0] in "aeiou" else "a"
+            raise LocatedError(
+                expr.span, f"{article} {what} is [C, H, W] or [F] of positive integers, got {expr_text(expr)}"
             )
-            return None
         if math.prod(value) > MAX_NUMBER:
-            self.report(
-                expr.span, f"input shape {expr_text(expr)} is too large (more than 2**53 elements)", None
-            )
-            return None
+            raise LocatedError(expr.span, f"{what} {expr_text(expr)} is too large (more than 2**53 elements)")
         return tuple(value)
 
     # ------------------------------------------------------------------------------- statements ---
 
     def body(self, stmts: Sequence[Stmt], scope: Scope, start: Ref) -> list[tuple[str | None, Ref]]:
-        current = start
+        """Elaborate a block's or network's statements from ``start``: its outputs, (name or None, tensor)."""
+        current, results = self._statements(stmts, scope, start, top=True)
+        return results if results is not None else [(None, current)]
+
+    def _statements(
+        self, stmts: Sequence[Stmt], scope: Scope, current: Ref, top: bool
+    ) -> tuple[Ref, list[tuple[str | None, Ref]] | None]:
+        """Run statements in order; the running tensor and, after a ``return``, the outputs. ``top`` is false
+        inside an ``if``, where ``return`` is refused."""
         for index, stmt in enumerate(stmts):
             try:
                 if isinstance(stmt, Return):
+                    if not top:
+                        raise LocatedError(
+                            stmt.span,
+                            "return ends a block or network body; it cannot stand inside if "
+                            "(assign the tensors in the branches and return them after the if)",
+                        )
                     if index + 1 < len(stmts):
                         # Never elaborated, so never checked: say so rather than drop it silently.
                         self.report(stmts[index + 1].span, "statement after return is never reached", scope)
@@ -263,7 +312,7 @@ class Elaborator:
                         # Only a tensor name names an output; `return relu` is an op applied, not a name.
                         named = expr.id if isinstance(expr, Name) and expr.id in scope.tensors else None
                         results.append((named, ref))
-                    return results
+                    return current, results
                 if isinstance(stmt, Defaults):
                     scope.defaults = self.defaults(stmt, scope, scope.defaults)
                 elif isinstance(stmt, Assign):
@@ -276,6 +325,15 @@ class Elaborator:
                 elif isinstance(stmt, ExprStmt):
                     current = self.apply(stmt.expr, scope, current, head=True)
                     self._assert_shape(stmt.shape, current, scope)
+                elif isinstance(stmt, MultiAssign):
+                    current = self._multi_assign(stmt, scope, current)
+                elif isinstance(stmt, Let):
+                    self._let(stmt, scope)
+                elif isinstance(stmt, If):
+                    chosen = stmt.body if self._condition(stmt.test, scope) else stmt.orelse
+                    current, _ = self._statements(chosen, scope, current, top=False)
+                elif isinstance(stmt, ParamDecl):
+                    self._param(stmt, scope)
             except LocatedError as error:
                 self.report(error.span, error.message, scope, error.notes)
                 current = POISON
@@ -286,7 +344,73 @@ class Elaborator:
                 # innermost statement that catches it is the one to point at.
                 self.report(stmt.span, "blocks and brackets nested too deeply to check", scope)
                 current = POISON
-        return [(None, current)]
+        return current, None
+
+    def _multi_assign(self, stmt: MultiAssign, scope: Scope, current: Ref) -> Ref:
+        """``a, b = Block(...)``: bind each returned tensor; the body continues from the first."""
+        seen: set[str] = set()
+        for name, span in zip(stmt.names, stmt.name_spans, strict=True):
+            if name in seen:
+                raise LocatedError(span, f"'{name}' is assigned twice in one statement")
+            seen.add(name)
+            self._check_new_name(name, span, scope)
+            scope.tensors[name] = POISON
+        refs = self.apply_many(stmt.expr, scope, current, head=True)
+        if len(refs) != len(stmt.names):
+            got = f"{len(refs)} tensor{'s' if len(refs) != 1 else ''}"
+            raise LocatedError(
+                stmt.expr.span,
+                f"{_describe_source(stmt.expr)} gives {got}, but {len(stmt.names)} names are assigned "
+                f"({', '.join(stmt.names)})",
+            )
+        for name, ref in zip(stmt.names, refs, strict=True):
+            scope.tensors[name] = ref
+        if any(r.shape is None for r in refs):
+            raise _Poisoned()
+        return refs[0]
+
+    def _let(self, stmt: Let, scope: Scope) -> None:
+        name = stmt.name
+        if name in scope.tensors:
+            raise LocatedError(stmt.name_span, f"'{name}' is a tensor here; a let needs another name")
+        if ops.get(name) is not None or name in self.blocks:
+            kind = "op" if ops.get(name) is not None else "block"
+            raise LocatedError(
+                stmt.name_span, f"let {name} would shadow the {kind} {name}; choose another name"
+            )
+        value = self.value(stmt.expr, scope)
+        scope.values[name] = value
+
+    def _param(self, stmt: ParamDecl, scope: Scope) -> None:
+        """``param name: [shape] = init``: a node with no input owning a learnable tensor, bound as a tensor."""
+        self._check_new_name(stmt.name, stmt.name_span, scope)
+        if stmt.name in scope.tensors:
+            raise LocatedError(
+                stmt.name_span, f"'{stmt.name}' is already a tensor in this body; a param needs a new name"
+            )
+        scope.tensors[stmt.name] = POISON
+        shape = self._shape_value(stmt.shape, scope, "param shape")
+        init = self.value(stmt.init, scope)
+        if isinstance(init, bool) or not isinstance(init, int | float) or not math.isfinite(init):
+            raise LocatedError(
+                stmt.init.span, f"a param's initial value is a finite number, got {_show(init)}"
+            )
+        args = {"shape": shape, "init": float(init)}
+        node = self._add_node(PARAMETER_OP, args, scope.prefix + stmt.name, stmt.span, scope, [], shape)
+        scope.tensors[stmt.name] = Ref(node.id, shape)
+
+    def _condition(self, expr: Expr, scope: Scope) -> bool:
+        """Evaluate a condition, which must be exactly true or false."""
+        value = self.value(expr, scope)
+        if not isinstance(value, bool):
+            if isinstance(value, Symbol):
+                candidates = [*scope.values, "true", "false"]
+                raise LocatedError(
+                    expr.span, f"unknown name '{value}' in a condition{did_you_mean(value, candidates)}"
+                )
+            hint = "; compare it, e.g. n > 0" if isinstance(value, int | float) else ""
+            raise LocatedError(expr.span, f"a condition must be true or false, got {_show(value)}{hint}")
+        return value
 
     def _check_new_name(self, name: str, span: Span, scope: Scope) -> None:
         if ops.get(name) is not None:
@@ -346,6 +470,11 @@ class Elaborator:
                         kwarg.span,
                         f"unknown parameter '{kwarg.name}' for {op.name}{did_you_mean(kwarg.name, op.param_names)}",
                     )
+                if spec.kind == "tensor":
+                    raise LocatedError(
+                        kwarg.span,
+                        f"{kwarg.name} takes a tensor of the body it is used in, so it has no default",
+                    )
                 value = self.value(kwarg.value, scope)
                 try:
                     ops.coerce(spec, value)
@@ -371,12 +500,45 @@ class Elaborator:
         if isinstance(expr, Call):
             return self._apply_call(expr, scope, x)
         if isinstance(expr, BinOp) and expr.op == "*":
-            return self._repeat(expr, scope, x)
+            return self._repeat(expr.left, expr.right, None, expr.span, scope, x)
+        if isinstance(expr, Repeat):
+            index = (expr.index, expr.index_span)
+            return self._repeat(expr.layer, expr.count, index, expr.span, scope, x)
+        if isinstance(expr, Cond):
+            chosen = expr.then if self._condition(expr.test, scope) else expr.orelse
+            return self.apply(chosen, scope, x, head)
         if isinstance(expr, Branches):
             raise LocatedError(
                 expr.span, "'|' separates branches, and only inside add(...), concat(...) or mul(...)"
             )
         raise LocatedError(expr.span, f"expected a layer, found {_describe_expr(expr)}")
+
+    def apply_many(self, expr: Expr, scope: Scope, x: Ref, head: bool) -> list[Ref]:
+        """Like :meth:`apply`, but a block call at the end may give several tensors (``a, b = Down(64)``)."""
+        if isinstance(expr, Group):
+            return self.apply_many(expr.expr, scope, x, head)
+        if isinstance(expr, Chain):
+            self._spend(3, expr.span, scope)
+            x = self.apply(expr.items[0], scope, x, head)
+            for item in expr.items[1:-1]:
+                x = self.apply(item, scope, x, False)
+            return self.apply_many(expr.items[-1], scope, x, False)
+        if isinstance(expr, Cond):
+            chosen = expr.then if self._condition(expr.test, scope) else expr.orelse
+            return self.apply_many(chosen, scope, x, head)
+        call = self._block_call(expr, scope)
+        if call is not None:
+            self._spend(3, expr.span, scope)
+            return self._instantiate(self.blocks[call.name], call, scope, x)
+        return [self.apply(expr, scope, x, head)]
+
+    def _block_call(self, expr: Expr, scope: Scope) -> Call | None:
+        """The block call ``expr`` is (``Down(64)`` or bare ``Down``), or None."""
+        if isinstance(expr, Call) and expr.name in self.blocks and expr.name not in scope.tensors:
+            return expr
+        if isinstance(expr, Name) and expr.id in self.blocks and expr.id not in scope.tensors:
+            return Call(expr.id, (), (), expr.span, expr.span)
+        return None
 
     def _apply_name(self, expr: Name, scope: Scope, x: Ref, head: bool) -> Ref:
         name = expr.id
@@ -391,7 +553,8 @@ class Elaborator:
                 raise _Poisoned()
             return ref
         if name in self.blocks:
-            return self._instantiate(self.blocks[name], Call(name, (), (), expr.span, expr.span), scope, x)
+            call = Call(name, (), (), expr.span, expr.span)
+            return self._one(self._instantiate(self.blocks[name], call, scope, x), call)
         if ops.get(name) is not None:
             return self._apply_call(Call(name, (), (), expr.span, expr.span), scope, x)
         if name == "shortcut":
@@ -409,7 +572,12 @@ class Elaborator:
         raise LocatedError(expr.span, f"unknown name '{name}'{did_you_mean(name, self._layer_names(scope))}")
 
     def _layer_names(self, scope: Scope) -> list[str]:
-        return [*scope.tensors, *self.blocks, *ops.REGISTRY, "shortcut"]
+        return [
+            *scope.tensors,
+            *self.blocks,
+            *(n for n in ops.REGISTRY if ops.get(n) is not None),
+            "shortcut",
+        ]
 
     def _apply_call(self, call: Call, scope: Scope, x: Ref) -> Ref:
         if call.name in scope.tensors:
@@ -417,10 +585,14 @@ class Elaborator:
                 call.name_span, f"'{call.name}' is a tensor, not a layer; it takes no arguments"
             )
         if call.name in self.blocks:
-            return self._instantiate(self.blocks[call.name], call, scope, x)
+            return self._one(self._instantiate(self.blocks[call.name], call, scope, x), call)
         op = ops.get(call.name)
         if op is None:
-            names = [*self.blocks, *ops.REGISTRY]
+            if call.name in BUILTINS or call.name in self.functions:
+                raise LocatedError(
+                    call.span, f"{call.name}(...) computes a value, and a layer is expected here"
+                )
+            names = [*self.blocks, *(n for n in ops.REGISTRY if ops.get(n) is not None)]
             raise LocatedError(
                 call.name_span, f"unknown op or block '{call.name}'{did_you_mean(call.name, names)}"
             )
@@ -428,27 +600,64 @@ class Elaborator:
             return self._merge(op, call, scope, x)
         return self._op(op, call, scope, x)
 
-    def _repeat(self, expr: BinOp, scope: Scope, x: Ref) -> Ref:
-        count = self.value(expr.right, scope)
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise LocatedError(expr.right.span, f"a repeat count must be an integer, got {_show(count)}")
-        if count < 0:
-            raise LocatedError(expr.right.span, f"a repeat count cannot be negative, got {count}")
-        if isinstance(expr.left, Number | String | ListExpr | Neg | Wildcard | Attr) or (
-            isinstance(expr.left, Name) and expr.left.id in scope.values
-        ):
+    def _one(self, refs: list[Ref], call: Call) -> Ref:
+        """The single tensor of a block call where one is expected."""
+        if len(refs) != 1:
+            names = ", ".join("abcdefgh"[i] if i < 8 else f"t{i}" for i in range(len(refs)))
             raise LocatedError(
-                expr.left.span, f"'* {count}' repeats a layer, but {expr_text(expr.left)} is a value"
+                call.span,
+                f"block {call.name} returns {len(refs)} tensors where one is expected; take them apart "
+                f"with {names} = {call.name}(...)",
             )
+        return refs[0]
+
+    def _repeat(
+        self,
+        layer: Expr,
+        count_expr: Expr,
+        index: tuple[str, Span] | None,
+        span: Span,
+        scope: Scope,
+        x: Ref,
+    ) -> Ref:
+        """``layer * count`` (``as index``: each copy sees its position 0 .. count-1 as the value ``index``)."""
+        count = self.value(count_expr, scope)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise LocatedError(count_expr.span, f"a repeat count must be an integer, got {_show(count)}")
+        if count < 0:
+            raise LocatedError(count_expr.span, f"a repeat count cannot be negative, got {count}")
+        if isinstance(layer, Number | String | ListExpr | Neg | Not | Wildcard | Attr) or (
+            isinstance(layer, Name) and layer.id in scope.values
+        ):
+            raise LocatedError(layer.span, f"'* {count}' repeats a layer, but {expr_text(layer)} is a value")
+        outer = scope.values
+        if index is not None:
+            name, name_span = index
+            if name in scope.tensors or ops.get(name) is not None or name in self.blocks or name in outer:
+                what = "tensor" if name in scope.tensors else "parameter" if name in outer else "layer"
+                raise LocatedError(
+                    name_span,
+                    f"repetition index '{name}' would shadow the {what} {name}; choose another name",
+                )
         if count == 0:
             return x
+
+        def copy(k: int, x: Ref) -> Ref:
+            if index is None:
+                return self.apply(layer, scope, x, False)
+            scope.values = {**outer, index[0]: k}
+            try:
+                return self.apply(layer, scope, x, False)
+            finally:
+                scope.values = outer
+
         before, work_before = len(self.nodes), self.work
-        x = self.apply(expr.left, scope, x, False)
+        x = copy(0, x)
         per_copy = len(self.nodes) - before
         projected = len(self.nodes) + per_copy * (count - 1)
         if projected > self.options.node_budget:
             raise LocatedError(
-                expr.span,
+                span,
                 f"this repetition would make about {projected:,} nodes, over the node budget of "
                 f"{self.options.node_budget:,} (--node-budget changes it)",
             )
@@ -456,20 +665,37 @@ class Elaborator:
         projected_work = self.work + (self.work - work_before) * (count - 1)
         if projected_work > self.work_limit:
             raise LocatedError(
-                expr.span,
+                span,
                 f"this repetition would take about {projected_work:,} steps to check, over the limit of "
                 f"{self.work_limit:,} ({WORK_PER_NODE} per node of the node budget; --node-budget changes it)",
             )
-        for _ in range(count - 1):
-            x = self.apply(expr.left, scope, x, False)
+        for k in range(1, count):
+            x = copy(k, x)
         return x
 
     # --------------------------------------------------------------------------------------- ops ---
 
+    def _tensor_arg(self, expr: Expr, scope: Scope) -> Ref | None:
+        """The tensor an argument names (a tensor of this body, or ``in``), or None when it is a value."""
+        if not isinstance(expr, Name):
+            return None
+        if expr.id in scope.tensors:
+            return scope.tensors[expr.id]
+        if expr.id == "in" and expr.id not in scope.values and scope.block_input is not NO_INPUT:
+            return scope.block_input
+        return None
+
     def _bind(
-        self, call: Call, names: Sequence[str], what: str, scope: Scope
-    ) -> tuple[dict[str, Any], dict[str, Span]]:
-        """Evaluate a call's arguments against parameter names: (values, spans of the value expressions)."""
+        self,
+        call: Call,
+        names: Sequence[str],
+        what: str,
+        scope: Scope,
+        tensors: Callable[[str], bool] | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Span], dict[str, Ref]]:
+        """Evaluate a call's arguments against parameter names: (values, spans of the argument expressions,
+        tensors). ``tensors(name)`` says whether parameter ``name`` may take a tensor; such an argument that
+        names a tensor is bound as that tensor (its name is also kept as the value, for labels)."""
         if len(call.args) > len(names):
             extra = call.args[len(names)]
             raise LocatedError(
@@ -478,9 +704,20 @@ class Elaborator:
             )
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
-        for name, expr in zip(names, call.args, strict=False):
-            values[name] = self.value(expr, scope)
+        refs: dict[str, Ref] = {}
+
+        def bind(name: str, expr: Expr) -> None:
+            ref = self._tensor_arg(expr, scope) if tensors is not None and tensors(name) else None
+            if ref is not None:
+                assert isinstance(expr, Name)
+                refs[name] = ref
+                values[name] = expr.id
+            else:
+                values[name] = self.value(expr, scope)
             spans[name] = expr.span
+
+        for name, expr in zip(names, call.args, strict=False):
+            bind(name, expr)
         known = names if len(names) <= 8 else set(names)  # blocks may have thousands of parameters
         for kwarg in call.kwargs:
             if kwarg.name not in known:
@@ -492,12 +729,25 @@ class Elaborator:
                 raise LocatedError(
                     kwarg.span, f"parameter '{kwarg.name}' given twice (by position and by name)"
                 )
-            values[kwarg.name] = self.value(kwarg.value, scope)
-            spans[kwarg.name] = kwarg.value.span
-        return values, spans
+            bind(kwarg.name, kwarg.value)
+        return values, spans, refs
 
     def _op(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
-        values, spans = self._bind(call, op.param_names, op.name, scope)
+        tensor_params = [p.name for p in op.params if p.kind == "tensor"]
+        values, spans, refs = self._bind(
+            call,
+            op.param_names,
+            op.name,
+            scope,
+            (lambda name: name in tensor_params) if tensor_params else None,
+        )
+        for name in tensor_params:
+            if name in values and name not in refs:
+                hint = did_you_mean(str(values[name]), [*scope.tensors, "in"])
+                raise LocatedError(
+                    spans[name],
+                    f"{name} takes a tensor name (of this body, or in), got {_show(values[name])}{hint}",
+                )
         for name, value in scope.defaults.get(op.name, {}).items():
             values.setdefault(name, value)
         try:
@@ -506,13 +756,15 @@ class Elaborator:
             raise self._locate(error, call, spans, values, scope) from None
         if not op.makes_node:
             return x  # identity adds no node: the edge goes straight through
-        if x.shape is None:
+        # Tensor arguments are extra inputs after the chain input, in parameter order.
+        inputs = [x, *(refs[name] for name in tensor_params if name in refs)]
+        if any(r.shape is None for r in inputs):
             raise _Poisoned()
         try:
-            shape = op.shape([x.shape], args)
+            shape = op.shape([r.shape for r in inputs if r.shape is not None], args)
         except OpError as error:
             raise self._locate(error, call, spans, values, scope) from None
-        node = self._add_node(op.name, args, scope.fresh(op.name), call.span, scope, [x], shape)
+        node = self._add_node(op.name, args, scope.fresh(op.name), call.span, scope, inputs, shape)
         return Ref(node.id, shape)
 
     def _locate(
@@ -539,11 +791,13 @@ class Elaborator:
             raise LocatedError(span, f"{op.name} needs two or more branches, like {op.name}(A | B){hint}")
         branches = call.args[0].items
         refs: list[Ref | None] = []
-        for branch in branches:
+        written_at: dict[int, int] = {}  # shortcut branch -> how many nodes existed where it is written
+        for index, branch in enumerate(branches):
             if isinstance(branch, Name) and branch.id == "shortcut" and branch.id not in scope.tensors:
                 if op.name != "add":
                     raise LocatedError(branch.span, "shortcut is only allowed as a branch of add(...)")
                 refs.append(None)
+                written_at[index] = len(self.nodes)
                 continue
             refs.append(self.apply(branch, scope, x, head=True))
         known = [r for r in refs if r is not None]
@@ -553,9 +807,17 @@ class Elaborator:
             raise _Poisoned()
         target = known[0].shape
         assert target is not None
-        for index, ref in enumerate(refs):
-            if ref is None:
-                refs[index] = self._shortcut(x, target, branches[index], scope)
+        moved = 0  # nodes of earlier shortcuts moved in front of the branches that follow them
+        for index, position in written_at.items():
+            end = len(self.nodes)
+            projection = self._shortcut(x, target, branches[index], scope)
+            refs[index] = projection
+            if len(self.nodes) > end and position + moved < end:
+                # Written before other branches (RegNet's `proj`): its nodes take its place in the order, which
+                # is the order parameters are registered in.
+                mapping = self._move_nodes(position + moved, end)
+                refs = [Ref(mapping.get(r.node, r.node), r.shape) if r is not None else None for r in refs]
+            moved += len(self.nodes) - end
         final = [r for r in refs if r is not None]
         shapes = [r.shape for r in final if r.shape is not None]
         try:
@@ -569,45 +831,67 @@ class Elaborator:
         node = self._add_node(op.name, {}, scope.fresh(op.name), call.span, scope, final, shape)
         return Ref(node.id, shape)
 
+    def _move_nodes(self, start: int, end: int) -> dict[int, int]:
+        """Move the nodes made since ``end`` to ``start`` (before nodes start..end-1, which cannot depend on
+        them); renumber ids and inputs. Returns old id -> new id for the nodes that moved."""
+        tail = len(self.nodes) - end
+        mapping = {old: old + tail for old in range(start, end)}
+        mapping.update({old: start + (old - end) for old in range(end, len(self.nodes))})
+        reordered = self.nodes[end:] + self.nodes[start:end]
+        self.nodes[start:] = [
+            replace(node, id=mapping[node.id], inputs=tuple(mapping.get(i, i) for i in node.inputs))
+            for node in reordered
+        ]
+        return mapping
+
     def _shortcut(self, x: Ref, target: Shape, branch: Expr, scope: Scope) -> Ref:
+        """The input, or a projection to ``target``: ``conv(C, 1, stride=s, padding=0, bias=false) -> bn``
+        written as ordinary layers at the branch, so defaults, spans and budgets apply as to any layer."""
         assert x.shape is not None
         if x.shape == target:
             return x
         source = x.shape
-        if (
-            len(source) != 3
-            or len(target) != 3
-            or target[1] == 0
-            or source[1] % target[1]
-            or source[2] % target[2]
-        ):
-            raise LocatedError(
-                branch.span, f"shortcut cannot project {fmt_shape(source)} to {fmt_shape(target)}"
-            )
-        stride = (source[1] // target[1], source[2] // target[2])
-        prefix = scope.fresh("shortcut") + "/"
-        inner = Scope(prefix, scope.frames, scope.values, scope.tensors, scope.defaults, scope.block_input)
-        conv = ops.REGISTRY["conv"]
-        args = ops.resolve_args(
-            conv, {"channels": target[0], "kernel": 1, "stride": list(stride), "bias": False}
+        cannot = f"shortcut cannot project {fmt_shape(source)} to {fmt_shape(target)}"
+        if len(source) != 3 or len(target) != 3:
+            raise LocatedError(branch.span, cannot)
+        # A strided 1x1 conv maps n to ceil(n / s): the stride that rounds the input onto the branch's size.
+        strides = []
+        for size, wanted in zip(source[1:], target[1:], strict=True):
+            stride = -(-size // wanted)
+            if (size - 1) // stride + 1 != wanted:
+                raise LocatedError(branch.span, f"{cannot} (no 1x1 conv stride maps {size} to {wanted})")
+            strides.append(stride)
+        span = branch.span
+
+        def number(value: int) -> Number:
+            return Number(value, span)
+
+        conv = Call(
+            "conv",
+            (number(target[0]), number(1)),
+            (
+                Kwarg("stride", ListExpr((number(strides[0]), number(strides[1])), span), span),
+                Kwarg("padding", number(0), span),
+                Kwarg("dilation", number(1), span),
+                Kwarg("groups", number(1), span),
+                Kwarg("bias", Name("false", span), span),
+            ),
+            span,
+            span,
         )
-        shape = conv.shape([source], args)
-        if shape != target:
-            raise LocatedError(
-                branch.span, f"shortcut cannot project {fmt_shape(source)} to {fmt_shape(target)}"
-            )
-        conv_node = self._add_node("conv", args, inner.fresh("conv"), branch.span, inner, [x], shape)
-        bn = ops.REGISTRY["bn"]
-        bn_node = self._add_node(
-            "bn",
-            ops.resolve_args(bn, {}),
-            inner.fresh("bn"),
-            branch.span,
-            inner,
-            [Ref(conv_node.id, shape)],
-            shape,
+        bn = Call("bn", (), (), span, span)
+        inner = Scope(
+            scope.fresh("shortcut") + "/",
+            scope.frames,
+            {},
+            scope.tensors,
+            scope.defaults,
+            scope.block_input,
         )
-        return Ref(bn_node.id, shape)
+        projected = self.apply(Chain((conv, bn), span), inner, x, False)
+        if projected.shape != target:
+            raise LocatedError(branch.span, cannot)
+        return projected
 
     def _add_node(
         self,
@@ -652,7 +936,8 @@ class Elaborator:
 
     # ------------------------------------------------------------------------------------ blocks ---
 
-    def _instantiate(self, block: BlockInfo, call: Call, scope: Scope, x: Ref) -> Ref:
+    def _instantiate(self, block: BlockInfo, call: Call, scope: Scope, x: Ref) -> list[Ref]:
+        """Elaborate one block call on ``x``: the tensors it returns (one unless it returns several)."""
         definition = block.definition
         if definition.name in scope.active:
             cycle = " -> ".join([*scope.active[scope.active.index(definition.name) :], definition.name])
@@ -661,38 +946,45 @@ class Elaborator:
             raise LocatedError(call.name_span, f"blocks nested more than {MAX_BLOCK_DEPTH} deep")
         self._spend(6, call.span, scope)  # an instance costs about a node (its scope, frame and call text)
         names = [p.name for p in definition.params]
-        values, _ = self._bind(call, names, f"block {definition.name}", scope)
-        if x.shape is None:
+        # Any argument that names a tensor binds that tensor (U-Net's `Up(64, skip=s1)`).
+        values, _, refs = self._bind(call, names, f"block {definition.name}", scope, lambda name: True)
+        if x.shape is None or any(r.shape is None for r in refs.values()):
             raise _Poisoned()
         path = scope.fresh(definition.name)
         inner = Scope(
             path + "/", scope.frames, {}, {}, dict(block.defaults), x, (*scope.active, definition.name)
         )
         for param in definition.params:
-            if param.name in values:
+            if param.name in refs:
+                inner.tensors[param.name] = refs[param.name]
+            elif param.name in values:
                 inner.values[param.name] = values[param.name]
             elif param.default is not None:
                 # Defaults may use earlier parameters and in.c/in.h/in.w; they are evaluated in the block.
-                inner.values[param.name] = self.value(param.default, inner)
+                ref = self._tensor_arg(param.default, inner)
+                if ref is not None:
+                    inner.tensors[param.name] = ref
+                else:
+                    inner.values[param.name] = self.value(param.default, inner)
             else:
                 raise LocatedError(
                     call.span,
                     f"block {definition.name} needs '{param.name}' (its parameters: {', '.join(names)})",
                 )
-        shown = f"{definition.name}({', '.join(f'{k}={_show(v)}' for k, v in inner.values.items())})"
+        shown_args = [
+            f"{p.name}={_show(inner.values[p.name] if p.name in inner.values else values.get(p.name, p.name))}"
+            for p in definition.params
+        ]
+        shown = f"{definition.name}({', '.join(shown_args)})"
         if len(shown) > MAX_CALL_TEXT:
             # Every node of the instance keeps this text: a huge list argument must not be copied per instance.
             shown = shown[: MAX_CALL_TEXT - 4] + "...)"
         inner.frames = (*scope.frames, Frame(path, definition.name, shown, call.span))
         results = self.body(definition.body, inner, x)
-        if len(results) != 1:
-            raise LocatedError(
-                call.span, f"block {definition.name} returns {len(results)} tensors; a block returns one"
-            )
-        ref = results[0][1]
-        if ref.shape is None:
+        refs_out = [ref for _, ref in results]
+        if any(ref.shape is None for ref in refs_out):
             raise _Poisoned()
-        return ref
+        return refs_out
 
     # ------------------------------------------------------------------------------------ values ---
 
@@ -726,19 +1018,123 @@ class Elaborator:
             return self._attr(expr, scope)
         if isinstance(expr, Neg):
             operand = self.value(expr.operand, scope)
-            return -self._number(operand, expr.operand)
+            return -self._number(operand, expr.operand, scope)
         if isinstance(expr, BinOp):
-            left = self._number(self.value(expr.left, scope), expr.left)
-            right = self._number(self.value(expr.right, scope), expr.right)
+            if expr.op in ("and", "or"):
+                # Short-circuit, as Python: `n > 0 and c / n > 2` never divides by zero.
+                left_bool = self._boolean(expr.op, self.value(expr.left, scope), expr.left, scope)
+                if left_bool == (expr.op == "or"):
+                    return left_bool
+                return self._boolean(expr.op, self.value(expr.right, scope), expr.right, scope)
+            if expr.op in COMPARISONS:
+                return self._compare(expr, self.value(expr.left, scope), self.value(expr.right, scope), scope)
+            left = self._number(self.value(expr.left, scope), expr.left, scope)
+            right = self._number(self.value(expr.right, scope), expr.right, scope)
             return self._arith(expr, left, right)
+        if isinstance(expr, Not):
+            return not self._boolean("not", self.value(expr.operand, scope), expr.operand, scope)
+        if isinstance(expr, Cond):
+            return self.value(expr.then if self._condition(expr.test, scope) else expr.orelse, scope)
+        if isinstance(expr, Call):
+            if expr.name in BUILTINS:
+                return self._builtin(expr, scope)
+            if expr.name in self.functions:
+                return self._call_function(self.functions[expr.name], expr, scope)
         raise LocatedError(expr.span, f"expected a value, found {_describe_expr(expr)}")
 
-    def _number(self, value: Any, expr: Expr) -> int | float:
+    def _number(self, value: Any, expr: Expr, scope: Scope, what: str = "arithmetic") -> int | float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             if isinstance(value, Symbol):
-                raise LocatedError(expr.span, f"unknown name '{value}' in arithmetic")
-            raise LocatedError(expr.span, f"arithmetic needs numbers, got {_show(value)}")
+                hint = did_you_mean(value, scope.values)
+                raise LocatedError(expr.span, f"unknown name '{value}' in {what}{hint}")
+            raise LocatedError(expr.span, f"{what} needs numbers, got {_show(value)}")
         return value
+
+    def _boolean(self, op: str, value: Any, expr: Expr, scope: Scope) -> bool:
+        if not isinstance(value, bool):
+            if isinstance(value, Symbol):
+                hint = did_you_mean(value, [*scope.values, "true", "false"])
+                raise LocatedError(expr.span, f"unknown name '{value}' in '{op}'{hint}")
+            raise LocatedError(expr.span, f"'{op}' needs true or false, got {_show(value)}")
+        return value
+
+    def _compare(self, expr: BinOp, left: Any, right: Any, scope: Scope) -> bool:
+        if expr.op in ("==", "!="):
+            for value, other, side in ((left, right, expr.left), (right, left, expr.right)):
+                # `mode == bilinear` compares symbols; an unknown name beside a number is a typo.
+                if (
+                    isinstance(value, Symbol)
+                    and isinstance(other, int | float)
+                    and not isinstance(other, bool)
+                ):
+                    hint = did_you_mean(value, scope.values)
+                    raise LocatedError(side.span, f"unknown name '{value}' in a comparison{hint}")
+            equal = _same_value(left, right)
+            return equal if expr.op == "==" else not equal
+        what = f"'{expr.op}'"
+        a = self._number(left, expr.left, scope, what)
+        b = self._number(right, expr.right, scope, what)
+        if expr.op == "<":
+            return a < b
+        if expr.op == "<=":
+            return a <= b
+        if expr.op == ">":
+            return a > b
+        return a >= b
+
+    def _builtin(self, call: Call, scope: Scope) -> int | float:
+        fewest, most, function = BUILTINS[call.name]
+        if call.kwargs:
+            raise LocatedError(call.kwargs[0].span, f"{call.name} takes no keyword arguments")
+        count = len(call.args)
+        if count < fewest or (most is not None and count > most):
+            wanted = f"{fewest}" if most == fewest else f"at least {fewest}"
+            span = call.args[most].span if most is not None and count > most else call.span
+            raise LocatedError(
+                span, f"{call.name} takes {wanted} argument{'s' if fewest != 1 else ''}, got {count}"
+            )
+        what = f"{call.name}(...)"
+        args = [self._number(self.value(a, scope), a, scope, what) for a in call.args]
+        for arg, value in zip(call.args, args, strict=True):
+            if not math.isfinite(value):
+                raise LocatedError(arg.span, f"{what} needs finite numbers, got {_show(value)}")
+        result = function(*args)
+        if abs(result) > MAX_NUMBER:
+            raise LocatedError(call.span, f"number too large ({expr_text(call)})")
+        return result
+
+    def _call_function(self, definition: FuncDef, call: Call, scope: Scope) -> Any:
+        """Evaluate a ``def`` at a call: its parameters are the only names it sees."""
+        if definition.name in self.calling:
+            cycle = " -> ".join([*self.calling[self.calling.index(definition.name) :], definition.name])
+            raise LocatedError(call.name_span, f"def {definition.name} calls itself ({cycle})")
+        if len(self.calling) >= MAX_BLOCK_DEPTH:
+            raise LocatedError(call.name_span, f"def calls nested more than {MAX_BLOCK_DEPTH} deep")
+        self._spend(3, call.span, scope)
+        names = [p.name for p in definition.params]
+        values, _, _ = self._bind(call, names, f"def {definition.name}", scope)
+        for param in definition.params:
+            if param.name not in values and param.default is None:
+                raise LocatedError(
+                    call.span,
+                    f"def {definition.name} needs '{param.name}' (its parameters: {', '.join(names)})",
+                )
+        inner = Scope("", scope.frames, {}, {}, {}, NO_INPUT)
+        self.calling.append(definition.name)
+        try:
+            for param in definition.params:
+                if param.name in values:
+                    inner.values[param.name] = values[param.name]
+                elif param.default is not None:
+                    inner.values[param.name] = self.value(param.default, inner)
+            return self.value(definition.expr, inner)
+        except LocatedError as error:
+            # The error is in the def's text; say which call, with which values, led there.
+            shown = ", ".join(f"{k}={_show(v)}" for k, v in inner.values.items())
+            note = f"in {definition.name}({shown}) called at {call.span}"
+            raise LocatedError(error.span, error.message, (*error.notes, note)) from None
+        finally:
+            self.calling.pop()
 
     def _arith(self, expr: BinOp, left: int | float, right: int | float) -> int | float:
         op = expr.op
@@ -793,6 +1189,19 @@ class Elaborator:
         return ref.shape[index]
 
 
+def _same_value(left: Any, right: Any) -> bool:
+    """``==`` on spec values: numbers by value, booleans only with booleans, symbols and strings by text."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return isinstance(left, bool) and isinstance(right, bool) and left == right
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(_same_value(a, b) for a, b in zip(left, right, strict=True))
+    if isinstance(left, int | float) and isinstance(right, int | float):
+        return left == right
+    if isinstance(left, str) and isinstance(right, str):
+        return str(left) == str(right)
+    return False
+
+
 def _show(value: Any, limit: int = MAX_CALL_TEXT) -> str:
     """A value as the spec would write it, cut after about ``limit`` characters (lists may be huge)."""
     if isinstance(value, bool):
@@ -822,6 +1231,13 @@ def _describe_expr(expr: Expr) -> str:
         return "a list"
     if isinstance(expr, Wildcard):
         return "'?'"
-    if isinstance(expr, Call | Chain | Branches):
+    if isinstance(expr, Call | Chain | Branches | Repeat):
         return "a layer expression"
     return f"the expression {expr_text(expr)}"
+
+
+def _describe_source(expr: Expr) -> str:
+    """How a destructured right-hand side is named in messages: ``Down(64)``, or ``this``."""
+    if isinstance(expr, Call | Name) and len(expr_text(expr)) <= 40:
+        return expr_text(expr)
+    return "this"

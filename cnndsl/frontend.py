@@ -17,7 +17,7 @@ from .diagnostics import Diagnostic, DiagnosticSink, LocatedError, SourceMap, Sp
 from .elaborate import DEFAULT_NODE_BUDGET, BlockInfo, ElaborationOptions, Elaborator, _Stop
 from .network import Network
 from .ops import Shape
-from .syntax import BlockDef, Defaults, Import, Module, NetworkDef, parse
+from .syntax import BlockDef, Defaults, FuncDef, Import, Module, NetworkDef, parse
 
 
 @dataclass
@@ -28,6 +28,7 @@ class _Program:
     modules: dict[str, Module] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     blocks: dict[str, BlockInfo] = field(default_factory=dict)
+    functions: dict[str, FuncDef] = field(default_factory=dict)
     networks: list[tuple[NetworkDef, dict[str, dict[str, Any]]]] = field(default_factory=list)
 
 
@@ -67,6 +68,10 @@ class _Loader:
                     self._import(item, directory, stack)
                 except LocatedError as error:
                     self.sink.add(Diagnostic(error.span, error.message, notes=error.notes))
+        for item in module.items:
+            # Before the defaults and blocks: a def may be used above the line that defines it.
+            if isinstance(item, FuncDef):
+                self._add_function(item)
         defaults: dict[str, dict[str, Any]] = {}
         for item in module.items:
             if isinstance(item, Defaults):
@@ -90,7 +95,13 @@ class _Loader:
         # File-level defaults hold constants only; validate them with a throwaway elaborator scope.
         from .elaborate import NO_INPUT, Scope
 
-        elaborator = Elaborator(self.program.blocks, self.program.sources, ElaborationOptions(), self.sink)
+        elaborator = Elaborator(
+            self.program.blocks,
+            self.program.sources,
+            ElaborationOptions(),
+            self.sink,
+            self.program.functions,
+        )
         try:
             return elaborator.defaults(item, Scope("", (), {}, {}, {}, NO_INPUT), current)
         except LocatedError as error:
@@ -103,6 +114,10 @@ class _Loader:
         if ops.get(item.name) is not None:
             self.sink.add(Diagnostic(item.name_span, f"block {item.name} would shadow the op {item.name}"))
             return
+        if item.name in self.program.functions:
+            where = self.program.functions[item.name].name_span
+            self.sink.add(Diagnostic(item.name_span, f"block {item.name} would shadow the def at {where}"))
+            return
         previous = self.program.blocks.get(item.name)
         if previous is not None:
             where = previous.definition.name_span
@@ -114,6 +129,35 @@ class _Loader:
                 self.sink.add(Diagnostic(param.span, f"parameter '{param.name}' declared twice"))
             seen.add(param.name)
         self.program.blocks[item.name] = BlockInfo(item, defaults)
+
+    def _add_function(self, item: FuncDef) -> None:
+        from . import ops
+        from .elaborate import BUILTINS
+
+        clash = (
+            f"the op {item.name}"
+            if ops.get(item.name) is not None
+            else f"the built-in {item.name}"
+            if item.name in BUILTINS
+            else f"the block {item.name}"
+            if item.name in self.program.blocks
+            else None
+        )
+        if clash is not None:
+            self.sink.add(Diagnostic(item.name_span, f"def {item.name} would shadow {clash}"))
+            return
+        previous = self.program.functions.get(item.name)
+        if previous is not None:
+            self.sink.add(
+                Diagnostic(item.name_span, f"def {item.name} is already defined at {previous.name_span}")
+            )
+            return
+        seen: set[str] = set()
+        for param in item.params:
+            if param.name in seen:
+                self.sink.add(Diagnostic(param.span, f"parameter '{param.name}' declared twice"))
+            seen.add(param.name)
+        self.program.functions[item.name] = item
 
     def _import(self, item: Import, directory: Path, stack: tuple[Path, ...]) -> None:
         if "\x00" in item.path:  # the OS refuses it with a ValueError, not an OSError
@@ -207,7 +251,7 @@ def _build_checked(
             )
         definition, defaults = candidates[0]
         options = ElaborationOptions(node_budget, max_errors, dict(input_shapes) if input_shapes else None)
-        elaborator = Elaborator(program.blocks, program.sources, options, sink)
+        elaborator = Elaborator(program.blocks, program.sources, options, sink, program.functions)
         try:
             result = elaborator.network(definition, defaults, program.files)
         except _Stop:

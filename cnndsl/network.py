@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from . import ops
 from .diagnostics import Frame, SourceMap, Span
 from .ops import Shape
 
@@ -33,7 +34,7 @@ class Node:
 
     id: int
     op: str
-    """A registry op name, or ``"input"`` for a declared input."""
+    """A registry op name (a declared input is the op ``input``, a block's ``param`` the op ``parameter``)."""
     args: dict[str, Any]
     """Resolved arguments: defaults filled, pairs as tuples, ``stride`` of pools filled from the kernel."""
     path: str
@@ -78,7 +79,7 @@ class Network:
     @property
     def layers(self) -> list[Node]:
         """Every node except the declared inputs."""
-        return [n for n in self.nodes if n.op != "input"]
+        return [n for n in self.nodes if not ops.has_trait(n.op, ops.NETWORK_INPUT)]
 
     def node(self, path: str) -> Node:
         """The node with this path; raises ``KeyError`` naming close matches."""

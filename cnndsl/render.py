@@ -46,8 +46,6 @@ being something one reads on a page. ResNet-18 (69 boxes) is drawn in full; Goog
 boxes at depth 1, one per Inception; ResNet-152 (515) and DenseNet-121 (427) collapse to 57 and 79 boxes at
 depth 2 (stages as clusters, one box per residual block or dense layer)."""
 
-MERGE_SYMBOLS = {"add": "⊕", "concat": "∥", "mul": "⊗", "sample_add": "⊕"}
-
 # Fill and border colours by family. Unknown families (a future op) fall back to grey, so nothing breaks.
 FAMILY_COLOURS: dict[str, tuple[str, str]] = {
     "input": ("#d5ecc2", "#5a8a3a"),
@@ -301,7 +299,7 @@ class _Builder:
             self.root,
             links,
             families,
-            [m for m in MERGE_SYMBOLS if m in self.merges],
+            [m for m in ops.REGISTRY if m in self.merges],
             rows.get((), []),
         )
 
@@ -336,7 +334,7 @@ class _Builder:
                 node.frames[: self.depth - 1],
                 tuple(n.id for n in self.members[frame.path]),
             )
-        if node.op == "input":
+        if ops.has_trait(node.op, ops.NETWORK_INPUT):
             name = _input_name(self.network, node)
             return Box(
                 box_id,
@@ -350,11 +348,9 @@ class _Builder:
             )
         op = ops.REGISTRY[node.op]
         tooltip = f"{node.path}  ({_where(node)})"
-        if node.op in MERGE_SYMBOLS:
+        if op.symbol is not None:
             self.merges.add(node.op)
-            return Box(
-                box_id, "merge", op.family, MERGE_SYMBOLS[node.op], (), tooltip, node.frames, (node.id,)
-            )
+            return Box(box_id, "merge", op.family, op.symbol, (), tooltip, node.frames, (node.id,))
         cost = self.node_costs[node.id]
         text = _cost_text(cost.params, cost.macs) if self.costs else ""
         details = (text,) if text else ()
@@ -376,10 +372,9 @@ class _Builder:
                     continue
                 seen.add((source_id, head))
                 source = by_id[source_id]
+                # A declared input has no input shape: its shape shows in its box.
                 changed = tail.startswith("g") or (
-                    source.op != "input"
-                    and bool(source.input_shapes)
-                    and source.shape != source.input_shapes[0]
+                    bool(source.input_shapes) and source.shape != source.input_shapes[0]
                 )
                 # A tensor feeding several branches is labelled once, on its first edge: four copies of the
                 # same shape around an Inception block's entry are noise.
@@ -455,7 +450,7 @@ def legend_entries(diagram: Diagram) -> list[tuple[str, str]]:
     entries = []
     for family in diagram.families:
         if family == "merge":
-            entries += [("merge", f"{MERGE_SYMBOLS[m]} {m}") for m in diagram.merges]
+            entries += [("merge", f"{ops.REGISTRY[m].symbol} {m}") for m in diagram.merges]
         else:
             entries.append(
                 (family, {"block": "collapsed block", "input": "input / output"}.get(family, family))

@@ -105,6 +105,35 @@ class Neg:
 
 
 @dataclass(frozen=True)
+class Not:
+    """``not operand``."""
+
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Cond:
+    """``then if test else orelse``: a value, or a layer when it stands in a chain."""
+
+    then: Expr
+    test: Expr
+    orelse: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """``layer * count as index``: a repetition whose copies see their position as the value ``index``."""
+
+    layer: Expr
+    count: Expr
+    index: str
+    index_span: Span
+    span: Span
+
+
+@dataclass(frozen=True)
 class ListExpr:
     items: tuple[Expr, ...]
     span: Span
@@ -116,7 +145,24 @@ class Group:
     span: Span
 
 
-Expr = Number | String | Wildcard | Name | Attr | Call | Chain | Branches | BinOp | Neg | ListExpr | Group
+Expr = (
+    Number
+    | String
+    | Wildcard
+    | Name
+    | Attr
+    | Call
+    | Chain
+    | Branches
+    | BinOp
+    | Neg
+    | Not
+    | Cond
+    | Repeat
+    | ListExpr
+    | Group
+)
+"""``BinOp.op`` is one of ``+ - * / // %`` (arithmetic), ``== != < <= > >=`` (comparison) or ``and``/``or``."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +182,47 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class MultiAssign:
+    """``a, b = expr``: takes apart the several tensors a block returns."""
+
+    names: tuple[str, ...]
+    name_spans: tuple[Span, ...]
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Let:
+    """``let name = expr``: binds a value (not a tensor) for the rest of the body."""
+
+    name: str
+    name_span: Span
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class If:
+    """``if test { body } else { orelse }``; ``orelse`` is empty without ``else`` (``else if`` nests an If)."""
+
+    test: Expr
+    body: tuple[Stmt, ...]
+    orelse: tuple[Stmt, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    """``param name: shape = init``: a learnable tensor owned by the enclosing block."""
+
+    name: str
+    name_span: Span
+    shape: Expr
+    init: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
 class Return:
     exprs: tuple[Expr, ...]
     span: Span
@@ -147,7 +234,7 @@ class Defaults:
     span: Span
 
 
-Stmt = ExprStmt | Assign | Return | Defaults
+Stmt = ExprStmt | Assign | MultiAssign | Return | Defaults | Let | If | ParamDecl
 
 
 @dataclass(frozen=True)
@@ -173,6 +260,17 @@ class BlockDef:
 
 
 @dataclass(frozen=True)
+class FuncDef:
+    """``def name(params) = expr``: a named value expression."""
+
+    name: str
+    params: tuple[Param, ...]
+    expr: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
 class InputDecl:
     name: str
     shape: Expr
@@ -188,7 +286,7 @@ class NetworkDef:
     name_span: Span
 
 
-Item = Import | Defaults | BlockDef | NetworkDef
+Item = Import | Defaults | BlockDef | NetworkDef | FuncDef
 
 
 @dataclass(frozen=True)
@@ -203,14 +301,29 @@ class Module:
 
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
 _CLOSERS = {"RPAR", "RSQB"}
-_ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH", "__ANON_0", "PERCENT"}  # each nests the tree one level
+# Each of these nests the tree one level.
+_ARITHMETIC = {
+    "PLUS",
+    "MINUS",
+    "STAR",
+    "SLASH",
+    "FLOORDIV",
+    "PERCENT",
+    "COMPARE",
+    "AND",
+    "OR",
+    "NOT",
+    "IF",
+    "ELSE",
+}
 _SIBLINGS = {"COMMA", "VBAR", "_ARROW", "EQUAL", "COLON"}  # what follows starts a new subtree at this level
 
 
 class _PostLexer:
-    """Newlines end statements except inside brackets, after '{' or '->', or before '}' or '->'.
+    """Newlines end statements except inside brackets, after '{' or '->', or before '}', '->' or 'else'.
 
-    Also refuses nesting deeper than :data:`MAX_NESTING` and reports an unclosed bracket where it was opened.
+    Also refuses nesting deeper than :data:`MAX_NESTING` (brackets with operators, and braces) and reports an
+    unclosed bracket where it was opened.
     """
 
     always_accept = ("_NL",)
@@ -218,6 +331,8 @@ class _PostLexer:
     def __init__(self, file: str) -> None:
         self.file = file
         self.open_brackets: list[Token] = []
+        self.if_condition: Token | None = None
+        """The `if` whose condition is being read (before its '{'), for the message when the '{' is missing."""
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         stack: list[Token] = []
@@ -227,8 +342,22 @@ class _PostLexer:
         nested_operators = 0
         pending_newline: Token | None = None
         previous: str | None = None
+        braces = 0  # bodies nested in bodies (`if` inside a block); each level nests the tree
+        chained = [0]  # `else if` in the current statement, per body: each nests the tree one level
+        self.if_condition = None
         for token in stream:
             kind = token.type
+            starts_statement = pending_newline is not None or previous in (None, "LBRACE", "RBRACE", "ELSE")
+            if kind == "IF" and not stack and starts_statement:
+                self.if_condition = token
+                if previous == "ELSE":
+                    chained[-1] += 1
+                    if chained[-1] > MAX_NESTING:
+                        raise LocatedError(
+                            _token_span(self.file, token), f"more than {MAX_NESTING} 'else if' in one chain"
+                        )
+            elif kind in ("LBRACE", "_NL") and not stack:
+                self.if_condition = None
             if kind == "_NL":
                 if not stack and previous not in (None, "LBRACE", "_ARROW", "_NL"):
                     pending_newline = token
@@ -259,13 +388,26 @@ class _PostLexer:
             elif kind in _SIBLINGS or (kind in ("LBRACE", "RBRACE") and not stack):
                 nested_operators -= operators[-1]
                 operators[-1] = 0
+                if kind == "LBRACE":
+                    braces += 1
+                    chained.append(0)
+                    if braces > MAX_NESTING:
+                        raise LocatedError(
+                            _token_span(self.file, token),
+                            f"bodies ({{ ... }}) nested more than {MAX_NESTING} deep",
+                        )
+                elif kind == "RBRACE":
+                    braces -= 1
+                    if len(chained) > 1:
+                        chained.pop()
             elif kind in ("LBRACE", "RBRACE"):
                 opener = stack[-1]
                 raise LocatedError(
                     _token_span(self.file, opener),
                     f"unclosed '{opener.value}' before '{token.value}' at line {token.line}",
                 )
-            if pending_newline is not None and kind not in ("RBRACE", "_ARROW"):
+            if pending_newline is not None and kind not in ("RBRACE", "_ARROW", "ELSE"):
+                chained[-1] = 0
                 yield pending_newline
             pending_newline = None
             previous = kind
@@ -309,6 +451,8 @@ def _terminal_words() -> dict[str, str]:
         "NAME": "a name",
         "NUMBER": "a number",
         "STRING": "a string",
+        "COMPARE": "a comparison",
+        "FLOORDIV": "'//'",
         "_NL": "end of line",
         "$END": "end of file",
     }
@@ -335,7 +479,14 @@ _OPERATORS = {
     "DOT",
     "LPAR",
     "EQUAL",
-    "__ANON_0",
+    "LBRACE",
+    "FLOORDIV",
+    "COMPARE",
+    "AND",
+    "OR",
+    "IF",
+    "ELSE",
+    "AS",
 }
 
 
@@ -382,7 +533,13 @@ def _end_span(file: str, text: str) -> Span:
     return Span(file, line, column, line, column + 1)
 
 
-def _syntax_error(file: str, text: str, error: UnexpectedInput, open_brackets: list[Token]) -> LocatedError:
+def _syntax_error(
+    file: str,
+    text: str,
+    error: UnexpectedInput,
+    open_brackets: list[Token],
+    if_condition: Token | None = None,
+) -> LocatedError:
     if open_brackets and isinstance(error, UnexpectedToken) and error.token.type != "$END":
         opener = open_brackets[-1]
         if (error.token.line or 0) > (opener.line or 0):
@@ -407,6 +564,17 @@ def _syntax_error(file: str, text: str, error: UnexpectedInput, open_brackets: l
         expected = {e for e in error.expected if not e.startswith("__")} or set(error.expected)
         if token.type == "$END":
             expected.discard("_NL")
+        if token.type == "COMPARE":
+            # A comparison is only refused right after another one.
+            return LocatedError(
+                span, f"unexpected {found}: comparisons do not chain; write a < b and b < c, not a < b < c"
+            )
+        if token.type == "ELSE":
+            return LocatedError(span, "unexpected 'else': it goes right after the '}' of an if")
+        if if_condition is not None and not open_brackets and "LBRACE" in expected:
+            return LocatedError(
+                span, f"unexpected {found}; expected '{{' (the body of an if is written in braces)"
+            )
         inside = open_brackets[-1].type if open_brackets else None
         return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected, inside)}")
     if isinstance(error, UnexpectedCharacters):
@@ -433,7 +601,7 @@ def parse(text: str, file: str = "<string>") -> Module:
     except LocatedError:
         raise
     except UnexpectedInput as error:
-        raise _syntax_error(file, text, error, postlexer.open_brackets) from None
+        raise _syntax_error(file, text, error, postlexer.open_brackets, postlexer.if_condition) from None
     except RecursionError:
         raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
     try:
@@ -441,6 +609,8 @@ def parse(text: str, file: str = "<string>") -> Module:
     except VisitError as error:
         if isinstance(error.orig_exc, LocatedError):
             raise error.orig_exc from None
+        if isinstance(error.orig_exc, RecursionError):
+            raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
         raise
     except RecursionError:
         raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
@@ -512,6 +682,49 @@ class _ToAst(Transformer[Token, Any]):
         return Assign(name.value, self._tok(name), expr, shape, self._span(meta))
 
     @v_args(meta=True, inline=False)
+    def multi_assign(self, meta: Any, children: list[Any]) -> MultiAssign:
+        *names, expr = children
+        return MultiAssign(
+            tuple(n.value for n in names), tuple(self._tok(n) for n in names), expr, self._span(meta)
+        )
+
+    def let_stmt(self, meta: Any, name: Token, expr: Expr) -> Let:
+        return Let(name.value, self._tok(name), expr, self._span(meta))
+
+    def param_stmt(self, meta: Any, name: Token, shape: Expr, init: Expr) -> ParamDecl:
+        return ParamDecl(name.value, self._tok(name), shape, init, self._span(meta))
+
+    def if_stmt(self, meta: Any, test: Expr, body: tuple[Stmt, ...], orelse: Any) -> If:
+        if isinstance(orelse, If):
+            orelse = (orelse,)
+        return If(test, body, orelse or (), self._span(meta))
+
+    @v_args(meta=True, inline=False)
+    def def_stmt(self, meta: Any, children: list[Any]) -> FuncDef:
+        name, *params, expr = children
+        return FuncDef(
+            name.value, tuple(p for p in params if p is not None), expr, self._span(meta), self._tok(name)
+        )
+
+    def cond(self, meta: Any, then: Expr, test: Expr, orelse: Expr) -> Cond:
+        return Cond(then, test, orelse, self._span(meta))
+
+    def or_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("or", meta, left, right)
+
+    def and_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+        return self._binop("and", meta, left, right)
+
+    def not_op(self, meta: Any, operand: Expr) -> Not:
+        return Not(operand, self._span(meta))
+
+    def compare(self, meta: Any, left: Expr, op: Token, right: Expr) -> BinOp:
+        return self._binop(op.value, meta, left, right)
+
+    def repeat_as(self, meta: Any, layer: Expr, count: Expr, index: Token) -> Repeat:
+        return Repeat(layer, count, index.value, self._tok(index), self._span(meta))
+
+    @v_args(meta=True, inline=False)
     def return_stmt(self, meta: Any, exprs: list[Expr]) -> Return:
         return Return(tuple(exprs), self._span(meta))
 
@@ -538,7 +751,7 @@ class _ToAst(Transformer[Token, Any]):
     def div_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
         return self._binop("/", meta, left, right)
 
-    def floordiv_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
+    def floordiv_op(self, meta: Any, left: Expr, op: Token, right: Expr) -> BinOp:
         return self._binop("//", meta, left, right)
 
     def mod_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
@@ -630,6 +843,12 @@ def expr_text(expr: Expr) -> str:
             return f"{expr_text(left)} {op} {expr_text(right)}"
         case Neg(operand=o):
             return f"-{expr_text(o)}"
+        case Not(operand=o):
+            return f"not {expr_text(o)}"
+        case Cond(then=then, test=test, orelse=orelse):
+            return f"{expr_text(then)} if {expr_text(test)} else {expr_text(orelse)}"
+        case Repeat(layer=layer, count=count, index=index):
+            return f"{expr_text(layer)} * {expr_text(count)} as {index}"
         case ListExpr(items=items):
             return "[" + ", ".join(expr_text(i) for i in items) + "]"
         case Group(expr=e):

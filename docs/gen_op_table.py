@@ -38,6 +38,8 @@ def _kind(spec: ops.ParamSpec) -> str:
         "pair": "integer or [h, w]",
         "padding": "same, valid, integer or [h, w]",
         "choice": " / ".join(spec.choices),
+        "tensor": "a tensor's name",
+        "shape": "[C] or [C, H, W]",
     }[spec.kind]
     bounds = []
     if spec.minimum is not None:
@@ -75,7 +77,8 @@ def _signature(op: ops.OpDef) -> str:
 
 
 def op_table() -> str:
-    """Markdown for every registered op: a summary table, then each op's parameters."""
+    """Markdown for every registered op: a summary table, then each op's parameters. Ops a spec does not write as
+    a layer (``input``, ``parameter``) are listed for completeness, with what makes them."""
     lines = ["| op | family | what it does | FLOPs counted |", "|---|---|---|---|"]
     for op in ops.REGISTRY.values():
         lines.append(
@@ -83,7 +86,9 @@ def op_table() -> str:
         )
     for op in ops.REGISTRY.values():
         lines += ["", f'<a id="op-{op.name}"></a>', f"#### `{_signature(op)}`", "", _sentence(op.doc)]
-        if op.variadic:
+        if not op.writable:
+            lines += ["", "Not written as a layer: a network's declared inputs and `param` statements make it."]
+        elif op.variadic:
             lines += ["", "Takes branches separated by `|`, no parameters."]
         elif op.params:
             lines += ["", "| parameter | accepts | default | meaning |", "|---|---|---|---|"]

@@ -67,7 +67,25 @@ OP_EXAMPLES: dict[str, str] = {
     "upsample": "conv(6, 3) -> upsample(2) -> upsample(3, mode=bilinear)",
     "add": "conv(6, 3) -> add(conv(6, 3, padding=1) | conv(6, 1) | identity)",
     "concat": "conv(6, 3) -> concat(conv(4, 1) | conv(5, 3, padding=1) | identity)",
-    "mul": "conv(6, 3) -> mul(identity | gap -> linear(6) -> sigmoid)",
+    "mul": "conv(6, 3) -> mul(identity | gap -> linear(6) -> sigmoid) -> mul(adaptive_avgpool(1) | identity)",
+    "input": "conv(6, 3)",
+    "parameter": "param gamma: [6, 1, 1] = 0.5\n    conv(6, 3) -> mul(identity | gamma) -> add(gamma | identity)",
+    "conv_transpose": "conv(6, 3) -> conv_transpose(4, 3, stride=2, padding=1, output_padding=1, groups=2, "
+    "dilation=[1, 2]) -> conv_transpose(3, [2, 3], stride=[1, 2], bias=false)",
+    "gmp": "conv(6, 3) -> gmp",
+    "adaptive_maxpool": "conv(6, 3) -> adaptive_maxpool([2, 3])",
+    "layer_norm": "conv(6, 3) -> layer_norm(eps=1e-6) -> gap -> layer_norm(affine=false)",
+    "group_norm": "conv(6, 3) -> group_norm(3) -> group_norm(2, affine=false)",
+    "hardswish": "conv(6, 3) -> hardswish",
+    "hardsigmoid": "conv(6, 3) -> hardsigmoid",
+    "stochastic_depth": "conv(6, 3) -> stochastic_depth(0.2) -> stochastic_depth(0.5, mode=batch)",
+    "channel_shuffle": "conv(6, 3) -> channel_shuffle(3)",
+    "chunk": "conv(6, 3) -> chunk(3, 2)",
+    "slice": "conv(6, 3) -> slice(1, 4)",
+    "resize": "c = conv(6, 3)\n    c -> resize(scale=1.5) -> resize(size=[7, 9], mode=bilinear, align_corners=true)"
+    " -> resize(like=c)",
+    "channel_linear": "conv(6, 3) -> channel_linear(10) -> channel_linear(4, bias=false)",
+    "channel_scale": "conv(6, 3) -> channel_scale(init=0.1)",
 }
 
 
@@ -92,7 +110,11 @@ def _hook_macs(module: torch.nn.Module, net: Network) -> dict[str, int]:
 
     def hook(name: str) -> Any:
         def record(layer: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-            if isinstance(layer, torch.nn.Conv2d):
+            if isinstance(layer, torch.nn.ConvTranspose2d):
+                # Every input value is spread over a kh·kw window of Cout/g output channels.
+                kh, kw = layer.kernel_size
+                counts[paths[name]] = args[0][0].numel() * (layer.out_channels // layer.groups) * kh * kw
+            elif isinstance(layer, torch.nn.Conv2d):
                 kh, kw = layer.kernel_size
                 per_output = (layer.in_channels // layer.groups) * kh * kw
                 counts[paths[name]] = output[0].numel() * per_output
@@ -106,13 +128,19 @@ def _hook_macs(module: torch.nn.Module, net: Network) -> dict[str, int]:
         return record
 
     for name in paths:
-        handles.append(module.get_submodule(name).register_forward_hook(hook(name)))
+        if name not in _parameter_targets(module):
+            handles.append(module.get_submodule(name).register_forward_hook(hook(name)))
     try:
         module(*_meta_inputs(net))
     finally:
         for handle in handles:
             handle.remove()
     return counts
+
+
+def _parameter_targets(module: torch.nn.Module) -> set[str]:
+    """Targets that are a block's own parameter (a `param`), not a submodule."""
+    return {name for name, _ in module.named_parameters()} & set(module.meta["cnndsl_paths"])
 
 
 def _assert_matches_torch(net: Network) -> None:
@@ -123,6 +151,10 @@ def _assert_matches_torch(net: Network) -> None:
     # Per layer: params and buffers of the submodule each node lowered to.
     by_path = {layer.path: layer for layer in summary.layers}
     for name, path in module.meta["cnndsl_paths"].items():
+        if name in _parameter_targets(module):
+            assert by_path[path].params == module.get_parameter(name).numel(), path
+            assert by_path[path].buffers == 0, path
+            continue
         sub = module.get_submodule(name)
         assert by_path[path].params == sum(p.numel() for p in sub.parameters()), path
         assert by_path[path].buffers == sum(b.numel() for b in sub.buffers()), path
@@ -156,7 +188,7 @@ def test_op_counts_match_torch(name: str) -> None:
         costs = op.costs([shape], shape, {})
         assert costs.params == sum(p.numel() for p in module.parameters()) and costs.macs == 0
     else:
-        assert any(node.op == name for node in net.layers), f"the example for {name} does not use it"
+        assert any(node.op == name for node in net.nodes), f"the example for {name} does not use it"
     _assert_matches_torch(net)
 
 
@@ -312,7 +344,9 @@ def test_union_of_offset_fields() -> None:
 # --------------------------------------------------------------------------------------- totals ---
 
 
-@pytest.mark.parametrize("name", ["resnet18", "googlenet", "densenet121", "fpn_two_outputs", "mobilenet_v2"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "googlenet_paper", "densenet121", "fpn_two_outputs", "mobilenet_v2"]
+)
 def test_rows_sum_to_totals(name: str) -> None:
     net = cnndsl.load(SPECS / f"{name}.cnn")
     layers = analyse_layers(net)
@@ -409,7 +443,7 @@ def test_bad_arguments() -> None:
 
 
 def test_summary_and_explain_never_import_torch() -> None:
-    spec = SPECS / "googlenet.cnn"
+    spec = SPECS / "googlenet_paper.cnn"
     code = (
         "import sys, io, contextlib\n"
         "from cnndsl.cli import main\n"

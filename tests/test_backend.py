@@ -17,7 +17,7 @@ import cnndsl
 from cnndsl import ops
 from cnndsl.backend import identifier, plan
 from cnndsl.network import Network, torch_name
-from cnndsl.ops import TorchModule
+from cnndsl.ops import TorchModule, TorchParameter
 
 SPECS = spec_files()
 
@@ -188,6 +188,14 @@ def test_spec_state_matches_static_costs(path: Path) -> None:
     for step in lowered.steps:
         node = step.node
         costs = ops.REGISTRY[node.op].costs(list(node.input_shapes), node.shape, node.args)
+        if isinstance(
+            step.lowering, TorchParameter
+        ):  # a block's own parameter: one tensor, named by the path
+            assert step.target == torch_name(node.path) and step.target in state, node.path
+            assert (state[step.target].numel(), 0) == (costs.params, costs.buffers), node.path
+            claimed.add(step.target)
+            owner_order.append(node.id)
+            continue
         if not isinstance(step.lowering, TorchModule):
             assert (costs.params, costs.buffers) == (0, 0), node.path
             continue
@@ -207,7 +215,7 @@ def test_spec_state_matches_static_costs(path: Path) -> None:
     # Registration order is node order: the state_dict lists layers as the spec writes them.
     owners = []
     for key in state:
-        target = key.rpartition(".")[0]
+        target = key if key in lowered.paths else key.rpartition(".")[0]
         node_id = next(s.node.id for s in lowered.steps if s.target == target)
         if not owners or owners[-1] != node_id:
             owners.append(node_id)
@@ -231,6 +239,121 @@ def test_spec_forward_shapes_match_checker(path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------- hand-written refs ---
+
+# torchvision's own building blocks, written in the language. With torchvision's weights copied in by order, the
+# outputs must be identical in float64: the lowerings compute exactly what torchvision computes.
+CONVNEXT_BLOCKS = """
+block CNBlock(c, sd) {
+    param layer_scale: [c, 1, 1] = 1e-6
+    add(
+        conv(c, 7, padding=3, groups=c) -> layer_norm(eps=1e-6)
+        -> channel_linear(4 * c) -> gelu -> channel_linear(c)
+        -> mul(layer_scale | identity) -> stochastic_depth(sd)
+      | identity
+    )
+}
+
+network Stage(x: [16, 14, 14]) {
+    CNBlock(16, 0.1) -> CNBlock(16, 0.2)
+    layer_norm(eps=1e-6) -> conv(32, 2, stride=2)
+}
+"""
+
+
+def _convnext_reference() -> nn.Module:
+    from functools import partial
+
+    from torchvision.models.convnext import CNBlock, LayerNorm2d
+
+    return nn.Sequential(
+        CNBlock(16, 1e-6, 0.1, partial(nn.LayerNorm, eps=1e-6)),
+        CNBlock(16, 1e-6, 0.2, partial(nn.LayerNorm, eps=1e-6)),
+        LayerNorm2d(16, eps=1e-6),
+        nn.Conv2d(16, 32, 2, stride=2),
+    )
+
+
+SQUEEZE_EXCITE = """
+network SE(x: [24, 9, 9]) {
+    mul(adaptive_avgpool(1) -> conv(8, 1) -> relu -> conv(24, 1) -> hardsigmoid | identity)
+    mul(gap -> linear(6) -> silu -> linear(24) -> sigmoid | identity)
+}
+"""
+
+
+class _FlatSE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(24, 6), nn.Linear(6, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.sigmoid(self.fc2(nn.functional.silu(self.fc1(x.mean(dim=(2, 3))))))
+        return scale[:, :, None, None] * x
+
+
+def _se_reference() -> nn.Module:
+    from torchvision.ops.misc import SqueezeExcitation
+
+    return nn.Sequential(SqueezeExcitation(24, 8, scale_activation=nn.Hardsigmoid), _FlatSE())
+
+
+ASPP_POOLING = """
+network Pooling(x: [12, 11, 13]) {
+    adaptive_avgpool(1) -> conv(6, 1, bias=false) -> bn -> relu -> resize(like=x, mode=bilinear)
+}
+"""
+
+
+def _aspp_reference() -> nn.Module:
+    from torchvision.models.segmentation.deeplabv3 import ASPPPooling
+
+    return ASPPPooling(12, 6)
+
+
+SHUFFLE_UNIT = """
+network Unit(x: [16, 8, 8]) {
+    concat(chunk(2, 0) | chunk(2, 1) -> conv(8, 1, bias=false) -> bn -> relu -> conv(8, 3, padding=1, groups=8,
+        bias=false) -> bn -> conv(8, 1, bias=false) -> bn -> relu)
+    channel_shuffle(2)
+    conv_transpose(4, 3, stride=2, padding=1, output_padding=1, bias=false)
+}
+"""
+
+
+def _shuffle_reference() -> nn.Module:
+    from torchvision.models.shufflenetv2 import InvertedResidual
+
+    return nn.Sequential(InvertedResidual(16, 16, 1), nn.ConvTranspose2d(16, 4, 3, 2, 1, 1, bias=False))
+
+
+@pytest.mark.parametrize(
+    ("text", "reference"),
+    [
+        (CONVNEXT_BLOCKS, _convnext_reference),
+        (SQUEEZE_EXCITE, _se_reference),
+        (ASPP_POOLING, _aspp_reference),
+        (SHUFFLE_UNIT, _shuffle_reference),
+    ],
+    ids=["convnext", "squeeze_excite", "aspp_pooling", "shufflenet_unit"],
+)
+def test_torchvision_blocks_are_identical(text: str, reference: Any) -> None:
+    ref = randomise(reference()).double().eval()
+    network = cnndsl.loads(text)
+    module = network.to_torch().double().eval()
+    cnndsl.load_weights(module, ref.state_dict(), match="order")  # strict shapes, in registration order
+    x = torch.randn(
+        3, *network.inputs[0].shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    with torch.no_grad():
+        assert torch.equal(module(x), ref(x))
+    # Training mode: the same stochastic-depth draws from the same random state.
+    module.train()
+    ref.train()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        ours = module(x)
+        torch.manual_seed(seed)
+        assert torch.equal(ours, ref(x))
 
 
 @pytest.mark.parametrize(

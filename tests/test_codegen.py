@@ -18,6 +18,7 @@ from types import ModuleType
 import pytest
 import torch
 from conftest import spec_files
+from test_analysis import OP_EXAMPLES
 
 import cnndsl
 from cnndsl.cli import main
@@ -62,7 +63,10 @@ def standalone(network: Network, tmp_path: Path, logits: bool = False) -> type[t
     path.write_text(generate(network, logits=logits), encoding="utf-8")
     module = import_file(path, f"generated_{abs(hash(path))}")
     classes = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, torch.nn.Module)]
-    classes = [c for c in classes if c.__module__ == module.__name__]
+    # The model class; the others are runtime layers copied in (LayerNorm2d, ChannelLinear, ...).
+    classes = [
+        c for c in classes if c.__module__ == module.__name__ and not hasattr(cnndsl.runtime, c.__name__)
+    ]
     assert len(classes) == 1, classes
     return classes[0]
 
@@ -116,6 +120,24 @@ def test_standalone_matches_fx_module(path: Path, tmp_path: Path) -> None:
     assert len(actual_t) == len(expected_t) == len(network.outputs)
     for a, e in zip(actual_t, expected_t, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(OP_EXAMPLES))
+def test_every_op_standalone_matches_fx_module(name: str, tmp_path: Path) -> None:
+    """Each op's example network (the one test_analysis counts against torch) through the standalone file: the same
+    state_dict keys and, in float64 with random weights, identical outputs."""
+    network = cnndsl.loads(f"network Op_{name}(x: [3, 17, 19]) {{\n    {OP_EXAMPLES[name]}\n}}\n")
+    fx = network.to_torch().double().eval()
+    with torch.no_grad():
+        for tensor in fx.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand_like(tensor) + 0.5)
+    model = standalone(network, tmp_path)().double().eval()
+    assert list(model.state_dict()) == list(fx.state_dict())
+    model.load_state_dict(fx.state_dict())
+    x = torch.randn(2, 3, 17, 19, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(model(x), fx(x))
 
 
 def test_generated_source_golden(golden: Callable[[str, str], None]) -> None:

@@ -103,7 +103,7 @@ def expected_clusters(network: cnndsl.Network, depth: int | None) -> set[str]:
         ("lenet5", [], "lenet5.dot"),
         ("resnet18", ["--depth", "1"], "resnet18_depth1.dot"),
         ("resnet18", ["--depth", "all"], "resnet18_full.dot"),
-        ("googlenet", ["--depth", "all"], "googlenet_full.dot"),
+        ("googlenet_paper", ["--depth", "all"], "googlenet_paper_full.dot"),
         ("resnet18", ["--depth", "2", "--format", "mermaid"], "resnet18_depth2.mmd"),
     ],
 )
@@ -122,11 +122,11 @@ def test_golden_drawings(
 
 
 def test_output_is_deterministic() -> None:
-    network = cnndsl.load(spec("googlenet"))
+    network = cnndsl.load(spec("googlenet_paper"))
     first = render.to_graphviz(network, depth=None).source
-    again = render.to_graphviz(cnndsl.load(spec("googlenet")), depth=None).source
+    again = render.to_graphviz(cnndsl.load(spec("googlenet_paper")), depth=None).source
     assert first == again
-    assert render.to_mermaid(network) == render.to_mermaid(cnndsl.load(spec("googlenet")))
+    assert render.to_mermaid(network) == render.to_mermaid(cnndsl.load(spec("googlenet_paper")))
 
 
 # ---------------------------------------------------------------------------------------------- svg ---
@@ -135,7 +135,7 @@ def test_output_is_deterministic() -> None:
 @needs_dot
 @pytest.mark.parametrize(
     ("name", "depth"),
-    [("lenet5", None), ("resnet18", None), ("resnet18", 1), ("resnet18", 2), ("googlenet", None)],
+    [("lenet5", None), ("resnet18", None), ("resnet18", 1), ("resnet18", 2), ("googlenet_paper", None)],
 )
 def test_svg_is_xml_with_one_node_per_graph_node(
     name: str, depth: int | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -270,7 +270,7 @@ def test_depth_one_of_resnet18_is_the_stages() -> None:
 
 
 def test_auto_depth_keeps_big_networks_readable(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    expected = {"lenet5": None, "resnet18": None, "googlenet": 1, "resnet152": 2, "densenet121": 2}
+    expected = {"lenet5": None, "resnet18": None, "googlenet_paper": 1, "resnet152": 2, "densenet121": 2}
     for name, depth in expected.items():
         network = cnndsl.load(spec(name))
         assert render.resolve_depth(network) == depth, name
@@ -301,7 +301,7 @@ def test_merges_outputs_and_families() -> None:
         assert render.FAMILY_COLOURS[family][0] in source
     # resnet18's residual adds and googlenet's concats
     assert "⊕" in render.to_graphviz(cnndsl.load(spec("resnet18")), depth=None).source
-    assert "∥" in render.to_graphviz(cnndsl.load(spec("googlenet")), depth=None).source
+    assert "∥" in render.to_graphviz(cnndsl.load(spec("googlenet_paper")), depth=None).source
 
 
 def test_shape_labels_appear_where_the_shape_changes() -> None:
@@ -323,7 +323,7 @@ def test_shape_labels_appear_where_the_shape_changes() -> None:
 
 
 def test_inception_branches_stay_in_written_order() -> None:
-    network = cnndsl.load(spec("googlenet"))
+    network = cnndsl.load(spec("googlenet_paper"))
     diagram = render.build(network, depth=None)
     first = next(diagram.clusters())
     block_input = min(
@@ -434,3 +434,24 @@ def test_draw_does_not_import_torch(tmp_path: Path) -> None:
         "assert rc == 0; assert 'torch' not in sys.modules, 'draw imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_op_is_drawn_with_its_registry_label() -> None:
+    """Each op's example network (tests/test_analysis.py): one box per node, each layer's box titled with its
+    registry label (merges with their symbol), in both emitters, and the dot text renders."""
+    from test_analysis import OP_EXAMPLES
+
+    for name, body in sorted(OP_EXAMPLES.items()):
+        network = cnndsl.loads(f"network Op_{name}(x: [3, 17, 19]) {{\n    {body}\n}}\n")
+        diagram = render.build(network, depth=None)
+        titles = {box.nodes[0]: box.title for box in diagram.boxes() if box.nodes}
+        for node in network.layers:
+            op = ops.REGISTRY[node.op]
+            assert titles[node.id] == (op.symbol or op.label(node.args)), (name, node.path)
+        source = render.to_graphviz(network, depth=None).source
+        mermaid = render.to_mermaid(network, depth=None)
+        for node in network.layers:
+            text = ops.REGISTRY[node.op].symbol or ops.REGISTRY[node.op].label(node.args)
+            assert text in source and text.replace('"', "#quot;") in mermaid, (name, text)
+        if HAS_DOT:
+            subprocess.run(["dot", "-Tsvg"], input=source, text=True, check=True, capture_output=True)

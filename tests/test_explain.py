@@ -134,3 +134,51 @@ def test_explain_golden(golden: Callable[[str, str], None]) -> None:
     text = render_explanations(net, explain(net))
     assert max(len(line) for line in text.splitlines()) <= 120
     golden("summary/lenet5_explain.txt", text.replace(str(ROOT) + "/", ""))
+
+
+def test_every_op_is_explained_and_its_formulas_agree() -> None:
+    """Each op's example network (tests/test_analysis.py) through explain and the CLI summary: every node gets an
+    explanation whose formulas equal the registry's figures, and the ops with formulas of their own state them."""
+    from test_analysis import OP_EXAMPLES
+
+    stated: set[str] = set()
+    for name, body in sorted(OP_EXAMPLES.items()):
+        net = cnndsl.loads(f"network Op_{name}(x: [3, 17, 19]) {{\n    {body}\n}}\n")
+        items = explain(net)
+        assert [item.path for item in items] == [node.path for node in net.layers], name
+        for item, node in zip(items, net.layers, strict=True):
+            for check in item.checks:
+                assert check.formula == pytest.approx(check.registry), (name, item.path, check)
+            if any(c.what in ("params", "macs") for c in item.checks):
+                stated.add(node.op)
+        text = render_explanations(net, items)
+        assert max(len(line) for line in text.splitlines()) <= 120, name
+    assert {"conv_transpose", "channel_linear", "layer_norm", "group_norm"} <= stated
+
+
+def test_conv_transpose_output_size_formula_matches_torch() -> None:
+    cases = [
+        "network E(x: [4, 7, 9]) { conv_transpose(6, [3, 4], stride=[2, 3], padding=[1, 0], output_padding=[1, 2]) }",
+        "network E(x: [4, 7, 9]) { conv_transpose(2, 3, stride=2, dilation=3, output_padding=2, groups=2) }",
+    ]
+    for text in cases:
+        net = cnndsl.loads(text)
+        [item] = explain(net)
+        out = net.to_torch()(torch.zeros((1, *net.inputs[0].shape)))
+        for axis, label in enumerate("HW"):
+            check = next(c for c in item.checks if c.what == f"output {label}")
+            assert check.formula == out.shape[axis + 2] == check.registry, (text, label)
+        params = next(c for c in item.checks if c.what == "params")
+        assert params.formula == sum(p.numel() for p in net.to_torch().parameters())
+
+
+def test_cli_summary_and_explain_handle_the_new_ops(capsys: pytest.CaptureFixture[str]) -> None:
+    path = ROOT / "tests" / "data" / "new_ops.cnn"
+    assert main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    for label in ("conv_transpose 3x3 ×2 → 6", "resize like image bilinear", "channel_linear → 16", "gmp"):
+        assert label in out
+    assert main(["explain", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Output size per axis: (H − 1)·s − 2p + d(k−1) + output_padding + 1" in out
+    assert "Receptive field: none (a learned constant: it depends on no input)" in out

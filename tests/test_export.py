@@ -9,10 +9,31 @@ from typing import Any
 
 import pytest
 import torch
+from test_analysis import OP_EXAMPLES
 
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.export import ExportError, OnnxUnavailable, export_onnx
+
+NEWER_OPS = [
+    "parameter",
+    "conv_transpose",
+    "gmp",
+    "adaptive_maxpool",
+    "layer_norm",
+    "group_norm",
+    "hardswish",
+    "hardsigmoid",
+    "stochastic_depth",
+    "channel_shuffle",
+    "chunk",
+    "slice",
+    "resize",
+    "channel_linear",
+    "channel_scale",
+    "add",
+    "mul",
+]
 
 onnx = pytest.importorskip("onnx")
 
@@ -152,3 +173,69 @@ def test_resnet18_exports_and_runs() -> None:
     (out,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(out), module.eval()(x), rtol=1e-3, atol=1e-4)
+
+
+# Every op added for torchvision's newer networks, in one small network (one export keeps the test quick). A
+# squeeze-and-excitation mul after the Unit makes torch.export (torch 2.14) specialise the batch dimension and
+# refuse the dynamic batch; the mul example of test_each_new_op_exports covers that gate on its own.
+NEW_OPS = """
+block Unit(c) {
+    param gamma: [c, 1, 1] = 0.5
+    add(
+        conv(c, 7, padding=3, groups=c) -> layer_norm(eps=1e-6) -> channel_linear(2 * c) -> gelu
+        -> channel_linear(c) -> mul(gamma | identity) -> stochastic_depth(0.1)
+      | identity
+    )
+}
+
+network NewOps(image: [8, 12, 12]) {
+    skip = conv(8, 3, stride=2, padding=1) -> group_norm(2) -> hardswish
+    concat(chunk(2, 0) | chunk(2, 1) -> conv(4, 1) -> hardsigmoid) -> channel_shuffle(2)
+    Unit(8) -> slice(2, 8) -> channel_scale(init=0.5)
+    add(identity | gmp)
+    up = conv_transpose(6, 3, stride=2, padding=1, output_padding=1)
+    a = up -> resize(like=image, mode=bilinear, align_corners=true) -> resize(scale=0.5) -> adaptive_maxpool(2)
+        -> flatten
+    return a, up
+}
+"""
+
+
+def _onnx_agrees(network: cnndsl.Network, batch: int = 3) -> None:
+    """Export with random weights; onnxruntime's outputs at another batch size equal the module's."""
+    ort = pytest.importorskip("onnxruntime")
+    module = network.to_torch()
+    with torch.no_grad():
+        for tensor in module.parameters():
+            tensor.copy_(torch.rand_like(tensor) - 0.5)
+    data = export_onnx(network, module=module)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    inputs = [torch.randn(batch, *t.shape) for t in network.inputs]
+    results = session.run(None, {t.name: x.numpy() for t, x in zip(network.inputs, inputs, strict=True)})
+    module.eval()
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(results) == len(expected) == len(network.outputs)
+    for ours, theirs in zip(results, expected, strict=True):
+        torch.testing.assert_close(torch.from_numpy(ours), theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_new_ops_export_and_run_in_onnxruntime() -> None:
+    _onnx_agrees(cnndsl.loads(NEW_OPS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NEWER_OPS)
+def test_each_new_op_exports(name: str) -> None:
+    """Each newer op's example network alone (the one test_analysis counts against torch)."""
+    # ONNX has no adaptive max pool with uneven windows (15x17 -> 2x3); a global one (MaxPool over H, W) exports.
+    body = "conv(6, 3) -> adaptive_maxpool(1)" if name == "adaptive_maxpool" else OP_EXAMPLES[name]
+    _onnx_agrees(cnndsl.loads(f"network Op_{name}(x: [3, 17, 19]) {{\n    {body}\n}}\n"))
+
+
+def test_uneven_adaptive_max_pool_is_a_clear_export_error() -> None:
+    network = cnndsl.loads("network P(x: [3, 15, 17]) { adaptive_maxpool([2, 3]) }")
+    with pytest.raises(ExportError, match="^torch.onnx.export failed: ") as error:
+        export_onnx(network)
+    assert "\n" not in str(error.value)

@@ -334,8 +334,8 @@ block nn() { conv(4, 1) -> bn }
 block torch_name() { identity }
 network class(torch: [3, 8, 8], global_avg_pool: [3, 8, 8], x: [4]) {
     None = torch -> forward(4) -> self
-    def = global_avg_pool -> conv(4, 1) -> training -> state_dict -> nn
-    lambda = add(None | def)
+    yield = global_avg_pool -> conv(4, 1) -> training -> state_dict -> nn
+    lambda = add(None | yield)
     True = lambda -> gap
     import_ = mul(True | x)
     __class__ = lambda -> torch_name -> conv(2, 1)

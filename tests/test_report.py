@@ -1,6 +1,6 @@
 """Summary formatters (cnndsl.report) and the ``cnndsl summary`` command, as a user runs them.
 
-Golden files (tests/golden/summary/) hold the text and Markdown summaries of lenet5, resnet18 and googlenet;
+Golden files (tests/golden/summary/) hold the text and Markdown summaries of lenet5, resnet18 and googlenet_paper;
 ``pytest --update-goldens`` rewrites them. The JSON schema is checked key by key against docs/summary.md's list,
 the HTML page for being self-contained, and the text table for fitting 120 columns on every spec.
 """
@@ -25,7 +25,7 @@ from cnndsl.analysis import summarize
 from cnndsl.cli import main
 from cnndsl.report import WIDTH, render, to_html, to_json, to_markdown, to_text
 
-GOLDEN_SPECS = ["lenet5", "resnet18", "googlenet"]
+GOLDEN_SPECS = ["lenet5", "resnet18", "googlenet_paper"]
 SPEC_NAMES = [path.stem for path in spec_files()]
 
 
@@ -94,7 +94,7 @@ def _documented_keys() -> set[str]:
 
 
 def test_json_schema() -> None:
-    net = cnndsl.load(SPECS / "googlenet.cnn")
+    net = cnndsl.load(SPECS / "googlenet_paper.cnn")
     summary = summarize(net, batch=4, dtype="float16", depth=1)
     data = json.loads(to_json(summary))
     assert set(data) >= REQUIRED_KEYS
@@ -239,7 +239,7 @@ def test_cli_missing_file_and_bad_spec(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_cli_as_a_user_runs_it(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cnndsl", "summary", "specs/googlenet.cnn", "--format", "json"],
+        [sys.executable, "-m", "cnndsl", "summary", "specs/googlenet_paper.cnn", "--format", "json"],
         capture_output=True,
         text=True,
         cwd=ROOT,

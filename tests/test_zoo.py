@@ -304,6 +304,21 @@ def test_language_reference_op_table_is_current() -> None:
         assert f'<a id="op-{name}"></a>' in text
 
 
+def test_zoo_table_is_current() -> None:
+    """docs/zoo.md's table is generated from zoo_reference.json (python3 docs/gen_zoo_table.py --write)."""
+    spec = importlib.util.spec_from_file_location("gen_zoo_table", ROOT / "docs" / "gen_zoo_table.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    doc = (ROOT / "docs" / "zoo.md").read_text(encoding="utf-8")
+    reference = json.loads((Path(__file__).parent / "data" / "zoo_reference.json").read_text())
+    assert generator.render(doc, reference) == doc, (
+        "docs/zoo.md is stale: run python3 docs/gen_zoo_table.py --write"
+    )
+    for name in reference:
+        assert name.startswith("_") or f"specs/{name}.cnn" in doc
+
+
 def test_outputs_are_named_by_tensor_names_only() -> None:
     """As documented: `return x, relu` names the first output x; an op applied is not a name."""
     net = cnndsl.loads("network N(image: [3, 8, 8]) {\n  x = conv(4, 1)\n  return x, relu, image\n}")

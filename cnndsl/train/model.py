@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..network import Network, Node
+from ..ops import CLASSIFIER, KEEPS_SCORES, PROBABILITIES, VIEW, has_trait
 from .checkpoint import is_cnndsl_checkpoint, load_checkpoint, state_dict_of
 from .errors import TrainError
-
-# Ops between a classifier and the network output that do not change the class scores' meaning.
-_PASS_THROUGH = ("softmax", "dropout", "identity")
 
 
 @dataclass
@@ -47,11 +45,12 @@ def module_paths(module: torch.nn.Module) -> dict[str, str]:
 
 
 def classifier_node(network: Network) -> Node | None:
-    """The linear layer producing the class scores (skipping a trailing softmax, dropout or identity)."""
+    """The linear layer producing the class scores, looking through ops that keep the scores' meaning (a trailing
+    softmax, dropout or identity)."""
     node = network.nodes[network.outputs[0].node]
-    while node.op in _PASS_THROUGH and len(node.inputs) == 1:
+    while has_trait(node.op, KEEPS_SCORES) and len(node.inputs) == 1:
         node = network.nodes[node.inputs[0]]
-    return node if node.op == "linear" else None
+    return node if has_trait(node.op, CLASSIFIER) else None
 
 
 def classifier_outputs(module: torch.nn.Module, network: Network) -> int:
@@ -73,7 +72,7 @@ def replace_classifier(module: torch.nn.Module, network: Network, num_classes: i
     node = classifier_node(network)
     if node is None:
         last = network.nodes[network.outputs[0].node]
-        while last.op in (*_PASS_THROUGH, "flatten") and len(last.inputs) == 1:
+        while (has_trait(last.op, KEEPS_SCORES) or has_trait(last.op, VIEW)) and len(last.inputs) == 1:
             last = network.nodes[last.inputs[0]]
         raise TrainError(
             f"the network outputs {current} scores but the data has {num_classes} classes, and its last layer "
@@ -120,7 +119,10 @@ def freeze(module: torch.nn.Module, network: Network, patterns: Sequence[str]) -
             target = targets.get(node.path)
             if target is None or node.path in frozen:
                 continue
-            params = list(module.get_submodule(target).parameters())
+            try:
+                params = list(module.get_submodule(target).parameters())
+            except AttributeError:  # a block's own parameter, not a module
+                params = [module.get_parameter(target)]
             for param in params:
                 param.requires_grad_(False)
             if params:
@@ -181,7 +183,7 @@ def build_model(
     info = ModelInfo(num_classes=num_classes)
     module = network.to_torch(logits=True)
     last = network.nodes[network.outputs[0].node]
-    if last.op == "softmax":
+    if has_trait(last.op, PROBABILITIES):
         info.notes.append(
             f"training on the logits before the final softmax ({last.path}); it is not applied twice"
         )
