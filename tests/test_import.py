@@ -350,7 +350,7 @@ def test_cli_exit_codes_and_output(tmp_path: Path) -> None:
         and "NOT IMPORTED" in partial.stdout
         and "warning: not imported" in partial.stderr
     )
-    unknown = _cli("model.onnx", cwd=tmp_path)
+    unknown = _cli("model.h5", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown model format" in unknown.stderr
     missing = _cli("missing.cfg", cwd=tmp_path)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
