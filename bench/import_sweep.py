@@ -35,14 +35,21 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     names = args.names or [
-        n for n in torchvision.models.list_models(module=torchvision.models) if not n.startswith(SKIPPED)
+        f"torchvision.models:{n}"
+        for n in torchvision.models.list_models(module=torchvision.models)
+        if not n.startswith(SKIPPED)
+    ] + [
+        f"torchvision.models.segmentation:{n}"
+        for n in torchvision.models.list_models(module=torchvision.models.segmentation)
     ]
     exact = 0
-    for name in names:
+    for source in names:
+        source = source if ":" in source else f"torchvision.models:{source}"
+        name = source.rsplit(":", 1)[-1]
         size = max(args.size, 75) if name == "inception_v3" else args.size
         start = time.perf_counter()
         try:
-            imported = import_torch(f"torchvision.models:{name}", input_shape=(3, size, size))
+            imported = import_torch(source, input_shape=(3, size, size))
             result = import_graph(imported.graph)
         except ImportFailure as failure:
             first = failure.problems[0]
@@ -51,16 +58,18 @@ def main() -> None:
             )
             continue
         network = cnndsl.loads(result.spec)
-        source = imported.model
-        assert source is not None
+        model_source = imported.model
+        assert model_source is not None
         model = network.to_torch().double().eval()
         model.load_state_dict(spec_state_dict(imported, network), strict=True)
         x = torch.randn(2, 3, size, size, dtype=torch.float64)
         with torch.no_grad():
-            diff = (model(x) - source.double().eval()(x)).abs().max().item()
-        used = {id(m) for unit in imported.modules for m in unit if m is not None}
+            expected = model_source.double().eval()(x)
+            expected = expected["out"] if isinstance(expected, dict) else expected
+            diff = (model(x) - expected).abs().max().item()
+        # The weights of the modules (and bare parameters) the traced forward pass uses:
         params = sum(
-            p.numel() for m in source.modules() if id(m) in used for p in m.parameters(recurse=False)
+            p.numel() for unit in imported.modules for m in unit if m is not None for p in m.parameters()
         )
         same = summarize(network).totals.trainable_params == params
         lines = sum(1 for line in result.spec.splitlines() if line.strip() and not line.startswith("#"))

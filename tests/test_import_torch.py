@@ -33,6 +33,12 @@ BUILDERS = {
     "mnasnet0_5": (3, 64, 64),
     "alexnet": (3, 64, 64),
     "vgg11_bn": (3, 32, 32),
+    "mobilenet_v3_small": (3, 64, 64),
+    "shufflenet_v2_x0_5": (3, 64, 64),
+    "regnet_y_400mf": (3, 64, 64),
+    "convnext_tiny": (3, 32, 32),
+    "efficientnet_b0": (3, 32, 32),
+    "inception_v3": (3, 75, 75),
 }
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .. import ops
 from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, fuse_followers, network_name
 
 DEFAULT_INPUT = (3, 224, 224)
@@ -75,7 +76,7 @@ def import_torch(
     label = source if isinstance(source, str) else type(source).__name__
     shape = tuple(input_shape) if input_shape is not None else DEFAULT_INPUT
     try:
-        traced = fx.symbolic_trace(model)
+        traced = fx.GraphModule(model, _Tracer_fx(autowrap_functions=_leaf_functions()).trace(model))
     except Exception as error:  # tracing runs user code; its failure is the user's to see, located
         raise ImportFailure(
             [
@@ -100,6 +101,33 @@ def import_torch(
     return _Tracer(traced, graph, label, partial).run(model)
 
 
+class _Tracer_fx(fx.Tracer):
+    """torch.fx's tracer, keeping functions and modules that cnndsl has an op for as single calls (not traced
+    through): torchvision's LayerNorm2d, StochasticDepth and Permute, besides torch.nn's own leaves."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return type(m) in MODULES or type(m).__name__ == "Permute" or super().is_leaf_module(m, module_qualified_name)
+
+
+def _leaf_functions() -> tuple[Callable[..., Any], ...]:
+    found: list[Callable[..., Any]] = []
+    try:
+        from torchvision.models.shufflenetv2 import channel_shuffle
+
+        found.append(channel_shuffle)
+    except ImportError:  # torchvision is optional: its leaf functions simply do not exist then
+        pass
+    return tuple(found)
+
+
+class _Parameter(nn.Module):
+    """A parameter the source keeps on a module directly (ConvNeXt's layer_scale), as the weights of one step."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(tensor.detach().clone())
+
+
 @dataclass
 class _Mapped:
     """What one fx node becomes: a step (or an alias when None), the inputs it reads, and its weights."""
@@ -108,6 +136,7 @@ class _Mapped:
     inputs: list[fx.Node]
     module: nn.Module | None = None
     merge: str | None = None
+    nhwc: bool = False
 
 
 class _Tracer:
@@ -119,6 +148,8 @@ class _Tracer:
         self.problems: list[Problem] = []
         self.units: dict[fx.Node, int] = {}
         self.modules: list[list[nn.Module | None]] = []
+        self.nhwc: set[fx.Node] = set()
+        """Nodes whose tensor is a channels-last view (between ConvNeXt's two Permutes)."""
 
     def run(self, model: nn.Module) -> TorchImport:
         outputs: list[int] = []
@@ -129,6 +160,8 @@ class _Tracer:
                 self.units[node] = INPUT
             elif node.op == "output":
                 outputs = [self.units[n] for n in _flat_nodes(node.args[0]) if n in self.units]
+            elif node.op == "get_attr":
+                continue  # parameters are read where they are used (channel_scale)
             elif _is_tensor(node):
                 self._node(node)
         if self.problems:
@@ -160,6 +193,8 @@ class _Tracer:
             )
             return
         inputs = [self.units[n] for n in mapped.inputs]
+        if mapped.nhwc:
+            self.nhwc.add(node)
         if mapped.step is None and mapped.merge is None:
             self.units[node] = inputs[0]  # an alias: identity, dropout in eval... nothing to write
             return
@@ -174,18 +209,82 @@ class _Tracer:
         self.modules.append(modules)
 
     def _map(self, node: fx.Node) -> _Mapped:
-        tensors = [n for n in _flat_nodes(node.args) if _is_tensor(n)]
+        tensors = [n for n in _flat_nodes(node.args) if _is_tensor(n) and n.op != "get_attr"]
+        parameters = [n for n in _flat_nodes(node.args) if n.op == "get_attr"]
+        if parameters:
+            return self._parameter_use(node, tensors, parameters)
+        if node.op == "call_function" and node.target is operator.getitem:
+            return self._getitem(node)
         if node.op == "call_module":
             module = self.traced.get_submodule(str(node.target))
+            if type(module).__name__ == "Permute":
+                return self._permute(node, list(getattr(module, "dims", [])), tensors)
+            if tensors and tensors[0] in self.nhwc:
+                return self._channels_last(module, node, tensors)
             rule = MODULES.get(type(module))
             if rule is None:
                 raise _Unsupported(f"module {type(module).__name__} has no cnndsl op")
             step = rule(module, node)
             return _Mapped(step, tensors[:1], module if _has_state(module) else None)
+        if node.op == "call_method" and node.target == "permute":
+            return self._permute(node, [int(d) for d in node.args[1:]], tensors)
+        if node.op == "call_function" and node.target is torch.permute:
+            return self._permute(node, list(_arg(node, 1, "dims", [])), tensors)
         rule_f = FUNCTIONS.get(node.target) if node.op == "call_function" else METHODS.get(str(node.target))
         if rule_f is None:
             raise _Unsupported(f"{node.op} {_target_name(node.target)} has no cnndsl op")
         return rule_f(node, tensors)
+
+
+    def _permute(self, node: fx.Node, dims: list[int], tensors: list[fx.Node]) -> _Mapped:
+        """NCHW <-> NHWC views around channel-wise layers (ConvNeXt): written as channel ops, no node."""
+        source = tensors[0]
+        if dims == [0, 2, 3, 1] and source not in self.nhwc:
+            return _Mapped(None, [source], nhwc=True)
+        if dims == [0, 3, 1, 2] and source in self.nhwc:
+            return _Mapped(None, [source])
+        raise _Unsupported(f"permute{tuple(dims)} (only NCHW <-> NHWC around channel-wise layers)")
+
+    def _channels_last(self, module: nn.Module, node: fx.Node, tensors: list[fx.Node]) -> _Mapped:
+        if isinstance(module, nn.LayerNorm):
+            if len(module.normalized_shape) != 1:
+                raise _Unsupported(f"LayerNorm over {tuple(module.normalized_shape)} in channels-last")
+            step = Step.of("layer_norm", eps=module.eps, affine=module.elementwise_affine)
+        elif isinstance(module, nn.Linear):
+            step = Step.of("channel_linear", features=module.out_features, bias=module.bias is not None)
+        else:
+            rule = MODULES.get(type(module))
+            made = rule(module, node) if rule is not None else None
+            if made is None or ops.REGISTRY[made.op].family != "activation":
+                raise _Unsupported(f"{type(module).__name__} on a channels-last tensor")
+            step = made
+        return _Mapped(step, tensors[:1], module if _has_state(module) else None, nhwc=True)
+
+    def _parameter_use(self, node: fx.Node, tensors: list[fx.Node], parameters: list[fx.Node]) -> _Mapped:
+        """``parameter * x`` with a [C, 1, 1] parameter of a module: a channel_scale step holding it."""
+        value = self.traced
+        for part in str(parameters[0].target).split("."):
+            value = getattr(value, part)
+        multiply = node.target in (operator.mul, torch.mul) or node.target == "mul"
+        if not multiply or len(tensors) != 1 or not isinstance(value, torch.Tensor) or value.dim() != 3:
+            raise _Unsupported(f"a use of the parameter {parameters[0].target} other than scaling channels")
+        if tuple(value.shape[1:]) != (1, 1):
+            raise _Unsupported(f"a parameter of shape {list(value.shape)} (channel scales are [C, 1, 1])")
+        init = float(value.detach().flatten()[0])
+        return _Mapped(Step.of("channel_scale", init=init), tensors, _Parameter(value))
+
+    def _getitem(self, node: fx.Node) -> _Mapped:
+        """One part of ``x.chunk(k, dim=1)`` (ShuffleNet v2)."""
+        source, index = node.args[0], node.args[1]
+        if isinstance(source, fx.Node) and source.op == "call_method" and source.target == "chunk":
+            chunks = int(_arg(source, 1, "chunks", 1))
+            if int(_arg(source, 2, "dim", 0)) != 1:
+                raise _Unsupported("chunk along another dimension than channels")
+            tensor = source.args[0]
+            assert isinstance(tensor, fx.Node)
+            assert isinstance(index, int)
+            return _Mapped(Step.of("chunk", chunks=chunks, index=index), [tensor])
+        raise _Unsupported("indexing a tensor")
 
 
 class _Unsupported(Exception):
@@ -328,6 +427,14 @@ def _upsample(module: nn.Upsample, node: fx.Node) -> Step:
     return Step.of("upsample", scale=int(scale), mode=module.mode)
 
 
+def _stochastic_depth(module: Any, node: fx.Node) -> Step:
+    return Step.of("stochastic_depth", p=float(module.p), mode=str(module.mode))
+
+
+def _layer_norm_module(module: nn.LayerNorm, node: fx.Node) -> Step:
+    raise _Unsupported("LayerNorm outside a channels-last section (torchvision's LayerNorm2d is supported)")
+
+
 MODULES: dict[type, Callable[[Any, fx.Node], Step | None]] = {
     nn.Conv2d: _conv,
     nn.ConvTranspose2d: _conv_transpose,
@@ -352,7 +459,18 @@ MODULES: dict[type, Callable[[Any, fx.Node], Step | None]] = {
     nn.LocalResponseNorm: _lrn,
     nn.GroupNorm: _group_norm,
     nn.Upsample: _upsample,
+    nn.LayerNorm: _layer_norm_module,
 }
+try:  # torchvision's own layers, when it is installed
+    from torchvision.models.convnext import LayerNorm2d
+    from torchvision.ops import StochasticDepth
+
+    MODULES[StochasticDepth] = _stochastic_depth
+    MODULES[LayerNorm2d] = lambda module, node: Step.of(
+        "layer_norm", eps=module.eps, affine=module.elementwise_affine
+    )
+except ImportError:
+    pass
 # Modules that compute nothing in eval: their output is their input.
 for _alias in (nn.Identity,):
     MODULES[_alias] = lambda module, node: None
@@ -434,6 +552,41 @@ def _mean(node: fx.Node, tensors: list[fx.Node]) -> _Mapped:
     raise _Unsupported(f"mean over {dims}")
 
 
+def _pool_function(op: str) -> Callable[[fx.Node, list[fx.Node]], _Mapped]:
+    def rule(node: fx.Node, tensors: list[fx.Node]) -> _Mapped:
+        kernel = _arg(node, 1, "kernel_size", None)
+        stride = _arg(node, 2, "stride", None) or kernel
+        args: dict[str, Any] = {
+            "kernel": _pair(kernel),
+            "stride": _pair(stride),
+            "padding": _pair(_arg(node, 3, "padding", 0)),
+            "ceil": bool(_arg(node, 4, "ceil_mode", False)),
+        }
+        if op == "avgpool":
+            args["count_pad"] = bool(_arg(node, 5, "count_include_pad", True))
+            if _arg(node, 6, "divisor_override", None) is not None:
+                raise _Unsupported("avg_pool2d divisor_override")
+        return _Mapped(Step.of(op, **args), tensors[:1])
+
+    return rule
+
+
+def _interpolate(node: fx.Node, tensors: list[fx.Node]) -> _Mapped:
+    mode = _arg(node, 3, "mode", "nearest")
+    if mode not in ("nearest", "bilinear"):
+        raise _Unsupported(f"interpolate mode={mode!r}")
+    after = _shape(node)
+    assert after is not None
+    args: dict[str, Any] = {"size": _pair(after[2:]), "mode": mode}
+    if mode == "bilinear":
+        args["align_corners"] = bool(_arg(node, 4, "align_corners", False))
+    return _Mapped(Step.of("resize", **args), tensors[:1])
+
+
+def _channel_shuffle(node: fx.Node, tensors: list[fx.Node]) -> _Mapped:
+    return _Mapped(Step.of("channel_shuffle", groups=int(_arg(node, 1, "groups", 1))), tensors[:1])
+
+
 FUNCTIONS: dict[Any, Callable[[fx.Node, list[fx.Node]], _Mapped]] = {
     operator.add: _merge("add"),
     torch.add: _merge("add"),
@@ -452,7 +605,13 @@ FUNCTIONS: dict[Any, Callable[[fx.Node, list[fx.Node]], _Mapped]] = {
     F.adaptive_avg_pool2d: _adaptive_function("adaptive_avgpool"),
     F.dropout: _dropout_function,
     torch.mean: _mean,
+    F.avg_pool2d: _pool_function("avgpool"),
+    F.max_pool2d: _pool_function("maxpool"),
+    F.interpolate: _interpolate,
+    F.gelu: _activation_function("gelu"),
 }
+for _leaf in _leaf_functions():
+    FUNCTIONS[_leaf] = _channel_shuffle
 METHODS: dict[str, Callable[[fx.Node, list[fx.Node]], _Mapped]] = {
     "view": _reshape,
     "reshape": _reshape,
@@ -462,6 +621,7 @@ METHODS: dict[str, Callable[[fx.Node, list[fx.Node]], _Mapped]] = {
     "sigmoid": _activation_function("sigmoid"),
     "add": _merge("add"),
     "mul": _merge("mul"),
+    "contiguous": lambda node, tensors: _Mapped(None, tensors[:1]),
 }
 
 
