@@ -25,19 +25,15 @@ from cnndsl.importers.torch_fx import import_torch, spec_state_dict  # noqa: E40
 # Builders the regular suite round-trips, at small inputs (the whole list: bench/import_sweep.py).
 BUILDERS = {
     "resnet18": (3, 64, 64),
-    "resnext50_32x4d": (3, 64, 64),
     "densenet121": (3, 64, 64),
     "mobilenet_v2": (3, 64, 64),
     "googlenet": (3, 64, 64),
     "squeezenet1_1": (3, 64, 64),
-    "mnasnet0_5": (3, 64, 64),
-    "alexnet": (3, 64, 64),
-    "vgg11_bn": (3, 32, 32),
     "mobilenet_v3_small": (3, 64, 64),
     "shufflenet_v2_x0_5": (3, 64, 64),
     "regnet_y_400mf": (3, 64, 64),
-    "convnext_tiny": (3, 32, 32),
     "efficientnet_b0": (3, 32, 32),
+    "convnext_tiny": (3, 32, 32),
     "inception_v3": (3, 75, 75),
 }
 
