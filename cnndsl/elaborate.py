@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any
 
 from . import ops
@@ -691,10 +692,10 @@ class Elaborator:
         names: Sequence[str],
         what: str,
         scope: Scope,
-        tensors: Callable[[str], bool] | None = None,
+        tensors: bool | tuple[str, ...] = (),
     ) -> tuple[dict[str, Any], dict[str, Span], dict[str, Ref]]:
         """Evaluate a call's arguments against parameter names: (values, spans of the argument expressions,
-        tensors). ``tensors(name)`` says whether parameter ``name`` may take a tensor; such an argument that
+        tensors). ``tensors`` names the parameters that may take a tensor (True: any); such an argument that
         names a tensor is bound as that tensor (its name is also kept as the value, for labels)."""
         if len(call.args) > len(names):
             extra = call.args[len(names)]
@@ -705,19 +706,14 @@ class Elaborator:
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
         refs: dict[str, Ref] = {}
-
-        def bind(name: str, expr: Expr) -> None:
-            ref = self._tensor_arg(expr, scope) if tensors is not None and tensors(name) else None
-            if ref is not None:
-                assert isinstance(expr, Name)
-                refs[name] = ref
-                values[name] = expr.id
+        every = tensors is True
+        some = tensors if isinstance(tensors, tuple) else ()
+        for name, expr in zip(names, call.args, strict=False):
+            if every or (some and name in some):
+                self._bind_one(name, expr, scope, values, refs)
             else:
                 values[name] = self.value(expr, scope)
             spans[name] = expr.span
-
-        for name, expr in zip(names, call.args, strict=False):
-            bind(name, expr)
         known = names if len(names) <= 8 else set(names)  # blocks may have thousands of parameters
         for kwarg in call.kwargs:
             if kwarg.name not in known:
@@ -729,18 +725,28 @@ class Elaborator:
                 raise LocatedError(
                     kwarg.span, f"parameter '{kwarg.name}' given twice (by position and by name)"
                 )
-            bind(kwarg.name, kwarg.value)
+            if every or (some and kwarg.name in some):
+                self._bind_one(kwarg.name, kwarg.value, scope, values, refs)
+            else:
+                values[kwarg.name] = self.value(kwarg.value, scope)
+            spans[kwarg.name] = kwarg.value.span
         return values, spans, refs
 
+    def _bind_one(
+        self, name: str, expr: Expr, scope: Scope, values: dict[str, Any], refs: dict[str, Ref]
+    ) -> None:
+        """Bind an argument that may be a tensor: the tensor it names, or else its value."""
+        ref = self._tensor_arg(expr, scope)
+        if ref is not None:
+            assert isinstance(expr, Name)
+            refs[name] = ref
+            values[name] = expr.id
+        else:
+            values[name] = self.value(expr, scope)
+
     def _op(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
-        tensor_params = [p.name for p in op.params if p.kind == "tensor"]
-        values, spans, refs = self._bind(
-            call,
-            op.param_names,
-            op.name,
-            scope,
-            (lambda name: name in tensor_params) if tensor_params else None,
-        )
+        tensor_params = _tensor_params(op.name)
+        values, spans, refs = self._bind(call, op.param_names, op.name, scope, tensor_params)
         for name in tensor_params:
             if name in values and name not in refs:
                 hint = did_you_mean(str(values[name]), [*scope.tensors, "in"])
@@ -756,12 +762,19 @@ class Elaborator:
             raise self._locate(error, call, spans, values, scope) from None
         if not op.makes_node:
             return x  # identity adds no node: the edge goes straight through
-        # Tensor arguments are extra inputs after the chain input, in parameter order.
-        inputs = [x, *(refs[name] for name in tensor_params if name in refs)]
-        if any(r.shape is None for r in inputs):
+        if x.shape is None:
             raise _Poisoned()
+        inputs = [x]
+        shapes = [x.shape]
+        for name in tensor_params:  # extra inputs after the chain input, in parameter order
+            if name in refs:
+                ref = refs[name]
+                if ref.shape is None:
+                    raise _Poisoned()
+                inputs.append(ref)
+                shapes.append(ref.shape)
         try:
-            shape = op.shape([r.shape for r in inputs if r.shape is not None], args)
+            shape = op.shape(shapes, args)
         except OpError as error:
             raise self._locate(error, call, spans, values, scope) from None
         node = self._add_node(op.name, args, scope.fresh(op.name), call.span, scope, inputs, shape)
@@ -947,7 +960,7 @@ class Elaborator:
         self._spend(6, call.span, scope)  # an instance costs about a node (its scope, frame and call text)
         names = [p.name for p in definition.params]
         # Any argument that names a tensor binds that tensor (U-Net's `Up(64, skip=s1)`).
-        values, _, refs = self._bind(call, names, f"block {definition.name}", scope, lambda name: True)
+        values, _, refs = self._bind(call, names, f"block {definition.name}", scope, True)
         if x.shape is None or any(r.shape is None for r in refs.values()):
             raise _Poisoned()
         path = scope.fresh(definition.name)
@@ -1187,6 +1200,12 @@ class Elaborator:
                 f"{expr.base} is flat {fmt_shape(ref.shape)}: it has .c (its features) but no .h or .w",
             )
         return ref.shape[index]
+
+
+@cache
+def _tensor_params(name: str) -> tuple[str, ...]:
+    """The parameters of op ``name`` that take a tensor (extra inputs), computed once per op."""
+    return tuple(p.name for p in ops.REGISTRY[name].params if p.kind == "tensor")
 
 
 def _same_value(left: Any, right: Any) -> bool:

@@ -88,7 +88,13 @@ def render_explanations(network: Network, explanations: list[Explanation]) -> st
         "Shapes are [C, H, W] per sample; p = padding, s = stride, d = dilation, g = groups, k = kernel.",
     ]
     for item in explanations:
-        out += ["", item.title, f"  at {item.location}", *("  " + line for line in item.lines)]
+        # A call with many arguments (a whole-network block such as RegNet(w1=..., ...)) wraps at 120 columns.
+        where = textwrap.wrap(f"at {item.location}", 120, initial_indent="  ", subsequent_indent="      ")
+        out += ["", item.title, *where]
+        for line in item.lines:
+            # Long formulas (a big layer's MACs) wrap too, continued under their start.
+            indent = " " * (len(line) - len(line.lstrip()) + 6)
+            out += textwrap.wrap("  " + line, 120, subsequent_indent=indent, drop_whitespace=False) or [""]
     return "\n".join(out) + "\n"
 
 

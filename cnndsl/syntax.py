@@ -709,20 +709,15 @@ class _ToAst(Transformer[Token, Any]):
     def cond(self, meta: Any, then: Expr, test: Expr, orelse: Expr) -> Cond:
         return Cond(then, test, orelse, self._span(meta))
 
-    def or_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return self._binop("or", meta, left, right)
-
-    def and_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return self._binop("and", meta, left, right)
-
-    def not_op(self, meta: Any, operand: Expr) -> Not:
+    def not_op(self, meta: Any, keyword: Token, operand: Expr) -> Not:
         return Not(operand, self._span(meta))
 
-    def compare(self, meta: Any, left: Expr, op: Token, right: Expr) -> BinOp:
-        return self._binop(op.value, meta, left, right)
+    def neg(self, meta: Any, minus: Token, operand: Expr) -> Neg:
+        return Neg(operand, self._span(meta))
 
-    def repeat_as(self, meta: Any, layer: Expr, count: Expr, index: Token) -> Repeat:
-        return Repeat(layer, count, index.value, self._tok(index), self._span(meta))
+    @v_args(meta=True, inline=False)
+    def flat(self, meta: Any, children: list[Any]) -> Expr:
+        return _Precedence(self.file, children).build()
 
     @v_args(meta=True, inline=False)
     def return_stmt(self, meta: Any, exprs: list[Expr]) -> Return:
@@ -735,30 +730,6 @@ class _ToAst(Transformer[Token, Any]):
     @v_args(meta=True, inline=False)
     def chain(self, meta: Any, items: list[Expr]) -> Chain:
         return Chain(tuple(items), self._span(meta))
-
-    def _binop(self, op: str, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return BinOp(op, left, right, self._span(meta))
-
-    def add_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return self._binop("+", meta, left, right)
-
-    def sub_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return self._binop("-", meta, left, right)
-
-    def mul_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return self._binop("*", meta, left, right)
-
-    def div_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return self._binop("/", meta, left, right)
-
-    def floordiv_op(self, meta: Any, left: Expr, op: Token, right: Expr) -> BinOp:
-        return self._binop("//", meta, left, right)
-
-    def mod_op(self, meta: Any, left: Expr, right: Expr) -> BinOp:
-        return self._binop("%", meta, left, right)
-
-    def neg(self, meta: Any, operand: Expr) -> Neg:
-        return Neg(operand, self._span(meta))
 
     def number(self, meta: Any, token: Token) -> Number:
         try:
@@ -817,6 +788,92 @@ class _ToAst(Transformer[Token, Any]):
 
 def _expr_span(expr: Expr) -> Span:
     return expr.span
+
+
+def _join(first: Span, last: Span) -> Span:
+    return Span(first.file, first.line, first.column, last.end_line, last.end_column)
+
+
+_BINDING = {"or": 1, "and": 2, "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6}
+_NOT_BINDING = 3  # `not a == b` is not (a == b); `not a and b` is (not a) and b
+_COMPARE_BINDING = 4  # == != < <= > >=
+
+
+class _Precedence:
+    """Builds the tree of a flat operator sequence (the grammar's ``flat`` rule) by precedence climbing, with
+    Python's precedence: or, and, not, comparisons (which do not chain), + -, * / // %; all left-associative."""
+
+    def __init__(self, file: str, children: list[Any]) -> None:
+        self.file = file
+        # ("value", Expr) | ("not", Span) | ("op", text, Span, (index name, its Span) or None)
+        self.items: list[tuple[Any, ...]] = []
+        index = 0
+        while index < len(children):
+            child = children[index]
+            if isinstance(child, Token):
+                index_name = None
+                if index + 3 < len(children) and _is_token(children[index + 2], "AS"):
+                    # `* n as i`: the index belongs to this multiplication, which is then a repetition.
+                    name = children[index + 3]
+                    index_name = (name.value, _token_span(file, name))
+                self.items.append(("op", child.value, _token_span(file, child), index_name))
+                self._value(children[index + 1])
+                index += 4 if index_name else 2
+            else:
+                self._value(child)
+                index += 1
+        self.position = 0
+
+    def _value(self, expr: Expr) -> None:
+        # A `not` written before an operand (not in brackets) is a prefix of everything that binds tighter.
+        while isinstance(expr, Not):
+            self.items.append(("not", expr.span))
+            expr = expr.operand
+        self.items.append(("value", expr))
+
+    def build(self) -> Expr:
+        return self._expression(0)
+
+    def _expression(self, minimum: int) -> Expr:
+        item = self.items[self.position]
+        self.position += 1
+        left: Expr
+        if item[0] == "not":
+            start: Span = item[1]
+            if minimum > _NOT_BINDING:
+                raise LocatedError(
+                    Span(self.file, start.line, start.column, start.line, start.column + 3),
+                    "'not' cannot follow this operator; put it in brackets: (not x)",
+                )
+            operand = self._expression(_NOT_BINDING)
+            left = Not(operand, _join(start, operand.span))
+        else:
+            left = item[1]
+        while self.position < len(self.items):
+            op = self.items[self.position]
+            binding = _BINDING.get(op[1], _COMPARE_BINDING)
+            if binding < minimum:
+                break
+            self.position += 1
+            right = self._expression(binding + 1)
+            if op[3] is not None:
+                name, name_span = op[3]
+                left = Repeat(left, right, name, name_span, _join(left.span, name_span))
+            else:
+                left = BinOp(op[1], left, right, _join(left.span, right.span))
+            if binding == _COMPARE_BINDING and self.position < len(self.items):
+                following = self.items[self.position]
+                if _BINDING.get(following[1], _COMPARE_BINDING) == _COMPARE_BINDING:
+                    raise LocatedError(
+                        following[2],
+                        f"unexpected '{following[1]}': comparisons do not chain; write a < b and b < c, "
+                        "not a < b < c",
+                    )
+        return left
+
+
+def _is_token(value: Any, kind: str) -> bool:
+    return isinstance(value, Token) and value.type == kind
 
 
 def expr_text(expr: Expr) -> str:

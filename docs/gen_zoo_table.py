@@ -146,7 +146,7 @@ def render_table(reference: dict[str, Any]) -> str:
     for name, row in sorted(reference.items()):
         if name.startswith("_"):
             continue
-        source = "torchvision" if row.get("source") == "torchvision" else "paper"
+        source = {"torchvision": "torchvision", None: "paper"}.get(row.get("source"), "hand-written torch")
         shape = "x".join(str(d) for d in row["input"])
         rows.append(
             f"| [`{name}`](../specs/{name}.cnn) | {source} | {shape} | {row['params']:,} | {_giga(row['macs'])} |"

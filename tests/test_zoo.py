@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import torch
 from conftest import ROOT, SPECS, spec_files
 
 import cnndsl
-from cnndsl import ops, runtime
+from cnndsl import backend, ops
 from cnndsl.network import Network
 
 REFERENCE: dict[str, dict[str, Any]] = {
@@ -53,17 +54,25 @@ def _load(name: str) -> Network:
 
 
 def _lowered(net: Network) -> list[tuple[Any, torch.nn.Module | None, torch.Tensor]]:
-    """Run every node through the torch lowering on meta tensors: (node, module or None, output)."""
+    """Run every node through the torch lowering on meta tensors, in eval mode: (node, module or None, output).
+
+    A block parameter (``param``) is returned as a module holding just that parameter, and its output is the
+    parameter itself with a batch dimension of one, as the backend reads it."""
     results = []
     for node in net.layers:
         lowering = ops.REGISTRY[node.op].torch(list(node.input_shapes), node.shape, node.args)
         inputs = [torch.empty((1, *shape), device="meta") for shape in node.input_shapes]
         if isinstance(lowering, ops.TorchModule):
             with torch.device("meta"):
-                module = getattr(torch.nn, lowering.cls)(**lowering.kwargs)
+                module = backend.build_module(lowering).eval()
             results.append((node, module, module(*inputs)))
+        elif isinstance(lowering, ops.TorchParameter):
+            holder = torch.nn.Module()
+            with torch.device("meta"):
+                holder.weight = backend.build_parameter(lowering)
+            results.append((node, holder, holder.weight.unsqueeze(0)))
         else:
-            function = getattr(runtime, lowering.name)
+            function: Any = backend.runtime_function(lowering)
             results.append((node, None, function(*inputs, **lowering.kwargs)))
     return results
 
@@ -124,10 +133,12 @@ def test_counts_and_shapes_agree_with_torch(name: str) -> None:
             assert ops.REGISTRY[node.op].costs(list(node.input_shapes), node.shape, node.args).params == 0
             continue
         torch_params += sum(p.numel() for p in module.parameters())
-        if isinstance(module, torch.nn.Conv2d):
+        if isinstance(module, torch.nn.ConvTranspose2d):  # each input element meets one weight patch
+            torch_macs += math.prod(node.input_shapes[0]) * module.weight[0].numel()
+        elif isinstance(module, torch.nn.Conv2d):
             torch_macs += output.numel() * module.weight[0].numel()
-        elif isinstance(module, torch.nn.Linear):
-            torch_macs += module.weight.numel()
+        elif isinstance(module, torch.nn.Linear):  # channel_linear: one matrix product per position
+            torch_macs += output.numel() * module.in_features
     assert (torch_params, torch_macs) == _costs(net)
     if name in REFERENCE:
         assert (torch_params, torch_macs) == (REFERENCE[name]["params"], REFERENCE[name]["macs"])
