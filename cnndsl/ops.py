@@ -243,6 +243,8 @@ class OpDef:
     label: Callable[[Args], str]
     flops_rule: str
     variadic: bool = False
+    max_branches: int | None = None
+    """For a merge (``variadic``) that takes at most this many branches (``sample_add``: 2)."""
     makes_node: bool = True
     """False for ops whose output is their input (identity): the elaborator wires the edge straight through."""
     symbol: str | None = None
@@ -1707,6 +1709,104 @@ _merge(
     "(branches − 1) per element",
     "⊗",
     "broadcast_mul",
+)
+
+# ------------------------------------------------------------------------------- imported formats ---
+# Ops that other frameworks' model files need in order to be written exactly (see docs/import.md).
+
+
+def _pad_shape(shapes: list[Shape], args: Args) -> Shape:
+    c, h, w = _spatial(shapes, "pad")
+    if args["mode"] == "reflect" and (
+        max(args["left"], args["right"]) >= w or max(args["top"], args["bottom"]) >= h
+    ):
+        raise OpError(f"reflect padding must be smaller than the input size {h}x{w}", "mode")
+    return (c, h + args["top"] + args["bottom"], w + args["left"] + args["right"])
+
+
+_PAD_MODULES = {"constant": "ConstantPad2d", "replicate": "ReplicationPad2d", "reflect": "ReflectionPad2d"}
+
+
+def _pad_torch(shapes: list[Shape], out: Shape, args: Args) -> Lowering:
+    padding = (args["left"], args["right"], args["top"], args["bottom"])
+    if args["mode"] == "constant":
+        return TorchModule("ConstantPad2d", {"padding": padding, "value": args["value"]})
+    return TorchModule(_PAD_MODULES[args["mode"]], {"padding": padding})
+
+
+register(
+    OpDef(
+        name="pad",
+        family="reshape",
+        doc="pad height and width, each side on its own (torch.nn.ConstantPad2d / ReplicationPad2d / "
+        "ReflectionPad2d)",
+        params=(
+            ParamSpec("left", "int", 0, minimum=0, doc="columns added on the left"),
+            ParamSpec("right", "int", 0, minimum=0, doc="columns added on the right"),
+            ParamSpec("top", "int", 0, minimum=0, doc="rows added on top"),
+            ParamSpec("bottom", "int", 0, minimum=0, doc="rows added at the bottom"),
+            ParamSpec(
+                "mode", "choice", "constant", choices=tuple(_PAD_MODULES), doc="what the new border holds"
+            ),
+            ParamSpec("value", "float", 0.0, doc="the border value for mode=constant"),
+        ),
+        shape=_pad_shape,
+        costs=_free,
+        rf=lambda shapes, out, args: RFRule((1, 1), (1.0, 1.0), (args["top"], args["left"])),
+        torch=_pad_torch,
+        label=lambda args: (
+            f"pad {args['left']},{args['right']},{args['top']},{args['bottom']}"
+            + ("" if args["mode"] == "constant" else f" {args['mode']}")
+        ),
+        flops_rule="0 (a copy)",
+    )
+)
+
+
+def _sample_add_shape(shapes: list[Shape], args: Args) -> Shape:
+    if len(shapes) != 2:
+        raise OpError(f"sample_add takes two branches (the base, then the one added), got {len(shapes)}")
+    base, added = shapes
+    if len(base) != 3 or len(added) != 3:
+        raise OpError("sample_add needs two [C, H, W] branches")
+    for axis, (b, a) in enumerate(zip(base[1:], added[1:], strict=True)):
+        big, small = max(a, b), min(a, b)
+        if big % small:
+            word = "height" if axis == 0 else "width"
+            raise OpError(
+                f"sample_add: the {word}s {a} and {b} must divide one another (Darknet samples with a stride)",
+                branch=1,
+            )
+    if (added[1] >= base[1]) != (added[2] >= base[2]) or added[1] * base[2] != added[2] * base[1]:
+        raise OpError(
+            f"sample_add: branch 2 {fmt_shape(added)} is not a strided sample of branch 1 {fmt_shape(base)}",
+            branch=1,
+        )
+    return base
+
+
+def _sample_add_costs(shapes: list[Shape], out: Shape, args: Args) -> Costs:
+    base, added = shapes
+    return Costs(flops=min(base[0], added[0]) * min(base[1], added[1]) * min(base[2], added[2]))
+
+
+register(
+    OpDef(
+        name="sample_add",
+        family="merge",
+        doc="Darknet's [shortcut]: add the overlapping channels of a strided sample of branch 2 to branch 1; "
+        "the result has branch 1's shape",
+        params=(),
+        shape=_sample_add_shape,
+        costs=_sample_add_costs,
+        rf=_pointwise_rf,
+        torch=lambda shapes, out, args: TorchFunction("sample_add"),
+        label=_name_label("sample_add"),
+        flops_rule="one per overlapping element",
+        variadic=True,
+        max_branches=2,
+        symbol="⊕",
+    )
 )
 
 MERGES = frozenset(name for name, op in REGISTRY.items() if op.variadic)

@@ -136,3 +136,19 @@ class StochasticDepth(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
+
+
+def sample_add(base: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
+    """Darknet's shortcut: ``base`` plus the overlapping channels of a strided sample of ``added``.
+
+    Where the sizes differ, the larger tensor is read (or written) every ``ratio``-th position, as Darknet's
+    ``shortcut_cpu`` does; channels beyond the smaller count are left as they are in ``base``."""
+    stride = max(added.shape[3] // base.shape[3], 1)
+    sample = max(base.shape[3] // added.shape[3], 1)
+    channels = min(base.shape[1], added.shape[1])
+    height = min(base.shape[2], added.shape[2])
+    width = min(base.shape[3], added.shape[3])
+    picked = added[:, :channels, ::stride, ::stride][:, :, :height, :width]
+    out = base.clone()
+    out[:, :channels, : height * sample : sample, : width * sample : sample] += picked
+    return out

@@ -64,6 +64,12 @@ DELIBERATE: list[tuple[str, str, str]] = [
     ("resize", r"exactly one of", "resize takes one target; with like= the lowering ignores size"),
     ("resize", r"align_corners applies to mode=bilinear only", "the lowering drops it for nearest"),
     ("resize", r"like= needs a \[C, H, W\] tensor", "a flat like= tensor has no height and width to copy"),
+    (
+        "sample_add",
+        r"must divide one another|is not a strided sample|takes two branches|needs two \[C, H, W\]",
+        "Darknet's shortcut adds a strided sample of one [C, H, W] map to another (it asserts the ratio); "
+        "the slicing would run on any sizes",
+    ),
 ]
 
 
@@ -391,7 +397,9 @@ def test_registry_agrees_with_torch(name: str) -> None:
     ):
         assert tally.agreed_error + sum(tally.deliberate.values()) > 0, f"{name}: no refused shapes: {tally}"
     if op.variadic:
-        assert max(tally.branches) >= 4, f"{name}: merges with several branches were not covered: {tally}"
+        assert max(tally.branches) >= min(4, op.max_branches or 4), (
+            f"{name}: merges with several branches were not covered: {tally}"
+        )
     if name in REFERENCES:
         assert tally.compared >= CASES // 10, f"{name}: too few output comparisons: {tally}"
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .common import CliError, SpecFailed
 
 # Subcommand modules, in the order `cnndsl --help` lists them. Importing one must not import torch.
-COMMAND_MODULES = ("check", "summary", "draw", "compile", "train", "fmt", "lsp")
+COMMAND_MODULES = ("check", "summary", "draw", "compile", "train", "import_", "fmt", "lsp")
 
 
 def build_parser() -> argparse.ArgumentParser:

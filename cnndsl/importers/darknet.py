@@ -1,0 +1,400 @@
+"""Darknet ``.cfg`` files (pjreddie/darknet and AlexeyAB/darknet) to the importers' :class:`Graph`.
+
+The meaning follows Darknet's own parser (``src/parser.c``) rather than the option names:
+
+- ``[convolutional]``: ``pad=1`` means padding ``size/2`` (``padding=`` gives it directly); ``batch_normalize=1``
+  means a conv without bias then a batchnorm; the default activation is ``logistic``.
+- ``[maxpool]``: ``stride`` defaults to 1 and ``size`` to the stride; ``padding`` defaults to ``size-1`` *in total*,
+  ``padding/2`` of it before, the rest after, and the padded cells never win. Written as a plain maxpool where the
+  windows are the same, otherwise as a replicate ``pad`` then a maxpool (replicated cells cannot win either).
+- ``[route] layers=...``: relative (negative) or absolute indices; one layer is a reference, several a concat;
+  ``groups``/``group_id`` (AlexeyAB) take one channel group.
+- ``[shortcut] from=...``: ``add`` when the shapes agree, otherwise ``sample_add`` (Darknet adds the overlapping
+  channels of a strided sample).
+- ``[yolo]``/``[region]``/``[detection]`` heads: their input becomes a network output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, infer_shapes, network_name
+
+MAX_BYTES = 16 * 1024 * 1024
+"""A cfg is a few kilobytes; anything past this is not one."""
+MAX_DIMENSION = 1 << 16
+"""Sizes, filters and strides past this are refused as typos or hostile input, before any arithmetic."""
+
+ACTIVATIONS: dict[str, Step | None] = {
+    "linear": None,
+    "leaky": Step.of("leaky_relu", slope=0.1),
+    "relu": Step.of("relu"),
+    "logistic": Step.of("sigmoid"),
+    "tanh": Step.of("tanh"),
+    "swish": Step.of("silu"),
+}
+
+HEADS = ("yolo", "region", "detection")
+IGNORED = ("cost",)
+"""Sections that only matter for training: they count as a layer (Darknet numbers them) but compute nothing."""
+
+
+@dataclass
+class Section:
+    kind: str
+    line: int
+    options: dict[str, tuple[str, int]]
+    """option -> (value, line)."""
+
+
+def parse_sections(text: str, file: str) -> list[Section]:
+    """Split a cfg into sections; a malformed line is a located problem (all of them are collected)."""
+    sections: list[Section] = []
+    problems: list[Problem] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip().replace(" ", "").replace("\t", "")
+        if not line:
+            continue
+        if line.startswith("["):
+            if not line.endswith("]") or len(line) < 3:
+                problems.append(Problem(Location(file, number), f"malformed section header {raw.strip()!r}"))
+                continue
+            sections.append(Section(line[1:-1].lower(), number, {}))
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key:
+            problems.append(Problem(Location(file, number), f"expected 'option=value', got {raw.strip()!r}"))
+            continue
+        if not sections:
+            problems.append(Problem(Location(file, number), "option before the first [section]"))
+            continue
+        sections[-1].options[key.lower()] = (value, number)
+    if problems:
+        raise ImportFailure(problems)
+    if not sections:
+        raise ImportFailure([Problem(Location(file, 1), "no [sections]: this is not a Darknet cfg")])
+    return sections
+
+
+class _Reader:
+    """Typed access to one section's options; problems are collected rather than raised one by one."""
+
+    def __init__(
+        self,
+        section: Section,
+        file: str,
+        problems: list[Problem],
+        index: int | None = None,
+        partial: bool = False,
+    ) -> None:
+        self.section = section
+        self.file = file
+        self.problems = problems
+        self.index = index
+        self.partial = partial
+        self.gaps: list[str] = []
+        """With --partial: what of this layer was left out (the layer itself is still imported)."""
+
+    def location(self, key: str | None = None) -> Location:
+        line = self.section.options[key][1] if key in self.section.options else self.section.line
+        layer = f"layer {self.index} " if self.index is not None else ""
+        return Location(self.file, line, f"{layer}[{self.section.kind}]")
+
+    def int_option(self, key: str, default: int, minimum: int = 0) -> int:
+        if key not in self.section.options:
+            return default
+        text = self.section.options[key][0]
+        try:
+            value = int(text)
+        except ValueError:
+            self.problems.append(Problem(self.location(key), f"{key}={text} is not an integer"))
+            return default
+        if not minimum <= value <= MAX_DIMENSION:
+            self.problems.append(
+                Problem(self.location(key), f"{key}={value} is outside {minimum}..{MAX_DIMENSION}", "limit")
+            )
+            return default
+        return value
+
+    def float_option(self, key: str, default: float) -> float:
+        if key not in self.section.options:
+            return default
+        text = self.section.options[key][0]
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")):
+            self.problems.append(Problem(self.location(key), f"{key}={text} is not a finite number"))
+            return default
+        return value
+
+    def text_option(self, key: str, default: str) -> str:
+        return self.section.options[key][0].lower() if key in self.section.options else default
+
+    def indices(self, key: str) -> list[int]:
+        if key not in self.section.options:
+            self.problems.append(Problem(self.location(), f"[{self.section.kind}] needs {key}="))
+            return []
+        values = []
+        for part in self.section.options[key][0].split(","):
+            try:
+                values.append(int(part))
+            except ValueError:
+                self.problems.append(Problem(self.location(key), f"{key}: {part!r} is not a layer index"))
+        return values
+
+
+def import_darknet(
+    path: str | Path,
+    text: str | None = None,
+    *,
+    partial: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+) -> Graph:
+    """Read a Darknet cfg into a :class:`Graph` (shapes not yet inferred). Raises :class:`ImportFailure`."""
+    file = str(path)
+    if text is None:
+        data = Path(path).read_bytes()
+        if len(data) > MAX_BYTES:
+            raise ImportFailure(
+                [Problem(Location(file), f"{len(data):,} bytes is too large for a cfg", "limit")]
+            )
+        text = data.decode("utf-8", "replace")
+    sections = parse_sections(text, file)
+    problems: list[Problem] = []
+    net = sections[0]
+    if net.kind not in ("net", "network"):
+        problems.append(
+            Problem(Location(file, net.line), f"the first section must be [net], got [{net.kind}]")
+        )
+        raise ImportFailure(problems)
+    reader = _Reader(net, file, problems)
+    shape = (
+        reader.int_option("channels", 3, 1),
+        reader.int_option("height", 0, 1),
+        reader.int_option("width", 0, 1),
+    )
+    if input_shape is not None:
+        shape = (input_shape[0], input_shape[1], input_shape[2])
+    elif shape[1] == 0 or shape[2] == 0:
+        problems.append(Problem(reader.location(), "[net] needs height= and width= (or give --input)"))
+    graph = Graph(network_name(Path(file).stem), f"the Darknet cfg {Path(file).name}", "image", shape)
+
+    layer_units: list[int] = []
+    """Darknet layer index -> unit id."""
+    outputs: list[int] = []
+    for section in sections[1:]:
+        index = len(layer_units)
+        reader = _Reader(section, file, problems, index, partial)
+        location = reader.location()
+        previous = layer_units[-1] if layer_units else INPUT
+        kind = section.kind
+
+        def ref(value: int, reader: _Reader = reader, index: int = index) -> int | None:
+            target = index + value if value < 0 else value
+            if not 0 <= target < index:
+                reader.problems.append(
+                    Problem(
+                        reader.location(),
+                        f"{value} refers to layer {target}; only layers 0..{index - 1} come before",
+                    )
+                )
+                return None
+            return layer_units[target]
+
+        unit: Unit | None = None
+        if kind in ("convolutional", "conv"):
+            unit = _convolutional(reader, location, previous)
+        elif kind in ("maxpool", "max"):
+            unit = _maxpool(reader, location, previous, graph, layer_units)
+        elif kind in ("avgpool", "avg"):
+            unit = Unit(location, "[avgpool]", [previous], [Step.of("adaptive_avgpool", size=1)])
+        elif kind in ("connected", "conn"):
+            unit = _connected(reader, location, previous, graph, layer_units)
+        elif kind in ("dropout",):
+            p = reader.float_option("probability", 0.5)
+            unit = Unit(
+                location,
+                "[dropout]",
+                [previous],
+                [Step.of("dropout", p=p) if p != 0.5 else Step.of("dropout")],
+            )
+        elif kind in ("softmax", "soft"):
+            if reader.int_option("groups", 1, 1) != 1:
+                problems.append(
+                    Problem(reader.location("groups"), "[softmax] groups= is not supported", "unsupported")
+                )
+            unit = Unit(location, "[softmax]", [previous], [Step.of("softmax")])
+        elif kind == "route":
+            targets = [t for t in (ref(v) for v in reader.indices("layers")) if t is not None]
+            groups = reader.int_option("groups", 1, 1)
+            group_id = reader.int_option("group_id", 0, 0)
+            if targets:
+                unit = Unit(location, "[route]", targets, merge="concat" if len(targets) > 1 else None)
+                if groups > 1:
+                    unit.steps = [_channel_group(reader, groups, group_id)]
+        elif kind == "shortcut":
+            sources = [t for t in (ref(v) for v in reader.indices("from")[:1]) if t is not None]
+            target = sources[0] if sources else None
+            if reader.float_option("alpha", 1.0) != 1.0 or reader.float_option("beta", 1.0) != 1.0:
+                problems.append(
+                    Problem(reader.location(), "[shortcut] alpha/beta other than 1", "unsupported")
+                )
+            if target is not None:
+                same = _shape_of(graph, previous) == _shape_of(graph, target)
+                unit = Unit(location, "[shortcut]", [previous, target], merge="add" if same else "sample_add")
+                unit.steps = _activation(reader, "linear")
+        elif kind == "upsample":
+            stride = reader.int_option("stride", 2, 1)
+            unit = Unit(location, "[upsample]", [previous], [Step.of("upsample", scale=stride)])
+        elif kind in HEADS:
+            outputs.append(previous)
+            unit = Unit(location, f"[{kind}]", [previous])  # an alias: the head reads its input
+        elif kind == "crop":
+            unit = _crop(reader, location, previous, graph, index)
+        elif kind in IGNORED:
+            unit = Unit(location, f"[{kind}]", [previous])
+        else:
+            message = f"[{kind}] layers are not supported"
+            if partial:
+                unit = Unit(location, f"[{kind}]", [previous], gap=message)
+            else:
+                problems.append(Problem(reader.location(), message, "unsupported"))
+        if unit is None:
+            unit = Unit(location, f"[{kind}]", [previous])  # keeps later layer indices right while collecting
+        unit.label = f"{index} [{kind}]"
+        if reader.gaps:
+            unit.label += " -- NOT IMPORTED: " + "; ".join(reader.gaps)
+            graph.gaps += [f"{reader.location()}: {gap}" for gap in reader.gaps]
+        layer_units.append(graph.add(unit))
+    if problems:
+        raise ImportFailure(problems)
+    if outputs:
+        graph.outputs = outputs
+        graph.notes.append(
+            f"{len(outputs)} detection head(s): each output is the raw tensor a [yolo]/[region] layer reads."
+        )
+    return graph
+
+
+def _channel_group(reader: _Reader, groups: int, group_id: int) -> Step:
+    if group_id >= groups:
+        reader.problems.append(
+            Problem(reader.location("group_id"), f"group_id={group_id} is not below groups={groups}")
+        )
+    return Step.of("chunk", chunks=groups, index=group_id)
+
+
+def _activation(reader: _Reader, default: str) -> list[Step]:
+    name = reader.text_option("activation", default)
+    if name not in ACTIVATIONS and reader.partial:
+        reader.gaps.append(f"activation={name} (left out)")
+        return []
+    if name not in ACTIVATIONS:
+        reader.problems.append(
+            Problem(reader.location("activation"), f"activation={name} is not supported", "unsupported")
+        )
+        return []
+    step = ACTIVATIONS[name]
+    return [step] if step is not None else []
+
+
+def _convolutional(reader: _Reader, location: Location, previous: int) -> Unit:
+    filters = reader.int_option("filters", 1, 1)
+    size = reader.int_option("size", 1, 1)
+    stride = reader.int_option("stride", 1, 1)
+    groups = reader.int_option("groups", 1, 1)
+    dilation = reader.int_option("dilation", 1, 1)
+    padding = reader.int_option("padding", 0)
+    if reader.int_option("pad", 0) and "padding" not in reader.section.options:
+        padding = size // 2
+    batch_norm = bool(reader.int_option("batch_normalize", 0))
+    conv = {"channels": filters, "kernel": size}
+    if stride != 1:
+        conv["stride"] = stride
+    if padding:
+        conv["padding"] = padding
+    if dilation != 1:
+        conv["dilation"] = dilation
+    if groups != 1:
+        conv["groups"] = groups
+    steps = [Step.of("conv", **conv, bias=not batch_norm)]
+    if batch_norm:
+        steps.append(Step.of("bn"))
+    steps += _activation(reader, "logistic")
+    return Unit(location, "[convolutional]", [previous], steps)
+
+
+def _maxpool(
+    reader: _Reader, location: Location, previous: int, graph: Graph, layer_units: list[int]
+) -> Unit:
+    stride = reader.int_option("stride", 1, 1)
+    size = reader.int_option("size", stride, 1)
+    total = reader.int_option("padding", size - 1)
+    before, after = total // 2, total - total // 2
+    height, width = _shape_before(graph, previous)
+    steps: list[Step] = []
+    if height and width:
+        # Darknet: out = (in + padding - size) / stride + 1, windows starting at -padding/2.
+        want = ((height + total - size) // stride + 1, (width + total - size) // stride + 1)
+        plain = ((height - size) // stride + 1, (width - size) // stride + 1)
+        if before == 0 and want == plain:
+            steps = [Step.of("maxpool", kernel=size, stride=stride)]
+        elif before == after and 2 * before <= size:
+            steps = [Step.of("maxpool", kernel=size, stride=stride, padding=before)]
+        else:
+            steps = [
+                Step.of("pad", left=before, right=after, top=before, bottom=after, mode="replicate"),
+                Step.of("maxpool", kernel=size, stride=stride),
+            ]
+    else:
+        steps = [Step.of("maxpool", kernel=size, stride=stride)]
+    return Unit(location, "[maxpool]", [previous], steps)
+
+
+def _shape_of(graph: Graph, unit_id: int) -> tuple[int, ...]:
+    """The shape flowing out of a unit, inferred while reading: Darknet's maxpool and shortcut rules depend on it."""
+    if unit_id == INPUT:
+        return graph.input_shape
+    infer_shapes(graph)
+    return graph.units[unit_id].shape
+
+
+def _shape_before(graph: Graph, unit_id: int) -> tuple[int, int]:
+    shape = _shape_of(graph, unit_id)
+    return (shape[1], shape[2]) if len(shape) == 3 else (0, 0)
+
+
+def _connected(
+    reader: _Reader, location: Location, previous: int, graph: Graph, layer_units: list[int]
+) -> Unit:
+    output = reader.int_option("output", 1, 1)
+    steps: list[Step] = []
+    if len(_shape_of(graph, previous)) != 1:
+        steps.append(Step.of("flatten"))
+    batch_norm = bool(reader.int_option("batch_normalize", 0))
+    steps.append(Step.of("linear", features=output, bias=not batch_norm))
+    if batch_norm:
+        reader.problems.append(
+            Problem(reader.location("batch_normalize"), "[connected] batch_normalize=1", "unsupported")
+        )
+    steps += _activation(reader, "logistic")
+    return Unit(location, "[connected]", [previous], steps)
+
+
+def _crop(reader: _Reader, location: Location, previous: int, graph: Graph, index: int) -> Unit:
+    if index != 0:
+        reader.problems.append(
+            Problem(reader.location(), "[crop] is supported only as the first layer", "unsupported")
+        )
+        return Unit(location, "[crop]", [previous])
+    height = reader.int_option("crop_height", graph.input_shape[1], 1)
+    width = reader.int_option("crop_width", graph.input_shape[2], 1)
+    graph.notes.append(
+        f"[crop] {graph.input_shape[1]}x{graph.input_shape[2]} -> {height}x{width} (a data augmentation) is folded "
+        "into the input shape."
+    )
+    graph.input_shape = (graph.input_shape[0], height, width)
+    return Unit(location, "[crop]", [previous])

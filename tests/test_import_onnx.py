@@ -1,0 +1,153 @@
+"""`cnndsl import model.onnx`: torchvision models exported to ONNX come back as specs that compute the same."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+onnx = pytest.importorskip("onnx")
+
+import cnndsl  # noqa: E402
+from cnndsl.analysis import summarize  # noqa: E402
+from cnndsl.importers import ImportFailure, import_file, import_graph  # noqa: E402
+from cnndsl.importers.onnx_model import import_onnx, spec_state_dict  # noqa: E402
+
+SHAPE = (3, 64, 64)
+
+
+def _source(name: str) -> torch.nn.Module:
+    model = getattr(torchvision.models, name)().eval()
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():  # non-trivial statistics: an identity batch norm would hide mistakes
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(module.num_features, generator=generator))
+    return model
+
+
+def _export(model: torch.nn.Module, path: Path, dynamo: bool) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            if dynamo:
+                torch.onnx.export(model, (torch.zeros(1, *SHAPE),), str(path), dynamo=True)
+            else:
+                torch.onnx.export(
+                    model,
+                    (torch.zeros(1, *SHAPE),),
+                    str(path),
+                    dynamo=False,
+                    opset_version=17,
+                    do_constant_folding=False,
+                )
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121"])
+def test_onnx_round_trip_keeps_layers_weights_and_outputs(tmp_path: Path, name: str) -> None:
+    source = _source(name)
+    path = tmp_path / f"{name}.onnx"
+    _export(source, path, dynamo=False)
+    imported = import_onnx(path)
+    network = cnndsl.loads(import_graph(imported.graph).spec)
+    assert summarize(network).totals.trainable_params == sum(p.numel() for p in source.parameters())
+    model = network.to_torch().eval()
+    cnndsl.load_weights(model, spec_state_dict(imported, network), match="name")
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
+
+
+def test_a_file_with_batch_norm_folded_into_the_convolutions_imports_as_what_it_computes(
+    tmp_path: Path,
+) -> None:
+    source = _source("resnet18")
+    path = tmp_path / "folded.onnx"
+    _export(
+        source, path, dynamo=True
+    )  # torch's dynamo exporter folds batch norm into conv weights and biases
+    imported = import_onnx(path)
+    network = cnndsl.loads(import_graph(imported.graph).spec)
+    assert not any(node.op == "bn" for node in network.layers)
+    convs = [m for m in source.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [n.args["channels"] for n in network.layers if n.op == "conv"] == [m.out_channels for m in convs]
+    assert all(n.args["bias"] for n in network.layers if n.op == "conv")  # the folded shift lives in the bias
+    model = network.to_torch().eval()
+    cnndsl.load_weights(model, spec_state_dict(imported, network), match="name")
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=1e-4, atol=1e-4)
+
+
+def test_truncated_and_foreign_files_fail_cleanly(tmp_path: Path) -> None:
+    source = torchvision.models.squeezenet1_1().eval()
+    good = tmp_path / "sq.onnx"
+    _export(source, good, dynamo=False)
+    data = good.read_bytes()
+    for name, content in [
+        ("truncated.onnx", data[: len(data) // 3]),
+        ("text.onnx", b"hello, I am not a model\n"),
+    ]:
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        with pytest.raises(ImportFailure) as failure:
+            import_file(bad)
+        assert (
+            "ONNX" in failure.value.problems[0].message or "initializer" in failure.value.problems[0].message
+        )
+
+
+def test_unsupported_nodes_are_listed_by_name(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="first"),
+        helper.make_node("Erf", ["a"], ["b"], name="erf_node"),
+        helper.make_node("Tile", ["b", "reps"], ["c"], name="tile_node"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "odd",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)],
+        [helper.make_tensor("reps", TensorProto.INT64, [4], [1, 1, 1, 1])],
+    )
+    path = tmp_path / "odd.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ImportFailure) as failure:
+        import_file(path)
+    assert [p.location.name for p in failure.value.problems] == [
+        "node erf_node (Erf)",
+        "node tile_node (Tile)",
+    ]
+    result = import_file(path, partial=True)
+    assert len(result.gaps) == 2 and result.spec.count("NOT IMPORTED") == 2
+
+
+def test_cli_onnx_with_weights(tmp_path: Path) -> None:
+    source = _source("resnet18")
+    _export(source, tmp_path / "r.onnx", dynamo=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "cnndsl", "import", "r.onnx", "-o", "r.cnn", "--weights-out", "r.pt"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    model = cnndsl.load(tmp_path / "r.cnn").to_torch().eval()
+    cnndsl.load_weights(model, torch.load(tmp_path / "r.pt", weights_only=True), match="name")
+    x = torch.randn(1, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
