@@ -106,7 +106,11 @@ class _Tracer_fx(fx.Tracer):
     through): torchvision's LayerNorm2d, StochasticDepth and Permute, besides torch.nn's own leaves."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return type(m) in MODULES or type(m).__name__ == "Permute" or super().is_leaf_module(m, module_qualified_name)
+        return (
+            type(m) in MODULES
+            or type(m).__name__ == "Permute"
+            or super().is_leaf_module(m, module_qualified_name)
+        )
 
 
 def _leaf_functions() -> tuple[Callable[..., Any], ...]:
@@ -227,14 +231,13 @@ class _Tracer:
             step = rule(module, node)
             return _Mapped(step, tensors[:1], module if _has_state(module) else None)
         if node.op == "call_method" and node.target == "permute":
-            return self._permute(node, [int(d) for d in node.args[1:]], tensors)
+            return self._permute(node, [d for d in node.args[1:] if isinstance(d, int)], tensors)
         if node.op == "call_function" and node.target is torch.permute:
             return self._permute(node, list(_arg(node, 1, "dims", [])), tensors)
         rule_f = FUNCTIONS.get(node.target) if node.op == "call_function" else METHODS.get(str(node.target))
         if rule_f is None:
             raise _Unsupported(f"{node.op} {_target_name(node.target)} has no cnndsl op")
         return rule_f(node, tensors)
-
 
     def _permute(self, node: fx.Node, dims: list[int], tensors: list[fx.Node]) -> _Mapped:
         """NCHW <-> NHWC views around channel-wise layers (ConvNeXt): written as channel ops, no node."""
