@@ -105,6 +105,10 @@ def expected_clusters(network: cnndsl.Network, depth: int | None) -> set[str]:
         ("resnet18", ["--depth", "all"], "resnet18_full.dot"),
         ("googlenet_paper", ["--depth", "all"], "googlenet_paper_full.dot"),
         ("resnet18", ["--depth", "2", "--format", "mermaid"], "resnet18_depth2.mmd"),
+        # Language v2 networks: layer norm, channel linear, block parameters, SE gates, skips into a decoder.
+        ("convnext_tiny", ["--depth", "2"], "convnext_tiny_depth2.dot"),
+        ("mobilenet_v3_large", ["--depth", "2"], "mobilenet_v3_large_depth2.dot"),
+        ("unet", ["--depth", "all"], "unet_full.dot"),
     ],
 )
 def test_golden_drawings(

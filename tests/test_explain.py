@@ -136,6 +136,18 @@ def test_explain_golden(golden: Callable[[str, str], None]) -> None:
     golden("summary/lenet5_explain.txt", text.replace(str(ROOT) + "/", ""))
 
 
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [("convnext_tiny", "ConvNeXt.0/CNStage.0/CNBlock.0"), ("mobilenet_v3_large", None), ("unet", None)],
+)
+def test_language_v2_explain_golden(name: str, path: str | None, golden: Callable[[str, str], None]) -> None:
+    net = cnndsl.load(SPECS / f"{name}.cnn")
+    explanations = explain(net, path) if path else explain(net)[:12]
+    text = render_explanations(net, explanations)
+    assert max(len(line) for line in text.splitlines()) <= 120
+    golden(f"summary/{name}_explain.txt", text.replace(str(ROOT) + "/", ""))
+
+
 def test_every_op_is_explained_and_its_formulas_agree() -> None:
     """Each op's example network (tests/test_analysis.py) through explain and the CLI summary: every node gets an
     explanation whose formulas equal the registry's figures, and the ops with formulas of their own state them."""

@@ -40,6 +40,11 @@ def test_resnet50_depth2_text_golden(golden: Callable[[str, str], None]) -> None
     golden("summary/resnet50_depth2.txt", to_text(summarize(cnndsl.load(SPECS / "resnet50.cnn"), depth=2)))
 
 
+@pytest.mark.parametrize("name", ["convnext_tiny", "mobilenet_v3_large", "unet"])
+def test_language_v2_text_golden(name: str, golden: Callable[[str, str], None]) -> None:
+    golden(f"summary/{name}_depth2.txt", to_text(summarize(cnndsl.load(SPECS / f"{name}.cnn"), depth=2)))
+
+
 @pytest.mark.parametrize("name", GOLDEN_SPECS)
 def test_markdown_golden(name: str, golden: Callable[[str, str], None]) -> None:
     golden(f"summary/{name}.md", to_markdown(summarize(cnndsl.load(SPECS / f"{name}.cnn"))))
