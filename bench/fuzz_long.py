@@ -1216,11 +1216,13 @@ def run(
     progress_every: int = 0,
     weights: dict[str, float] | None = None,
     trace_over_s: float | None = 0.2,
+    time_limit_s: float = TIME_LIMIT_S,
 ) -> Report:
     """Run ``cases`` cases from ``seed``; write findings (inputs and a JSON index) under ``out``.
 
     Cases slower than ``trace_over_s`` CPU seconds are run again under tracemalloc (a few of each kind) to
-    check the memory bound; ``None`` skips that (tests/test_hostile.py measures the worst cases itself)."""
+    check the memory bound; ``None`` skips that (tests/test_hostile.py measures the worst cases itself).
+    A case over ``time_limit_s`` CPU seconds twice is a ``slow`` finding."""
     rng = random.Random(seed)
     seeds = load_seeds()
     report = Report()
@@ -1242,9 +1244,9 @@ def run(
                     outcome = check_text(case.data, workdir)
                 finally:
                     signal.setitimer(signal.ITIMER_REAL, 0)
-                if not outcome.finding and outcome.cpu_s > TIME_LIMIT_S:
+                if not outcome.finding and outcome.cpu_s > time_limit_s:
                     again = check_text(case.data, workdir)  # a busy machine: confirm before reporting
-                    if again.cpu_s > TIME_LIMIT_S:
+                    if again.cpu_s > time_limit_s:
                         outcome = Outcome("slow", f"{again.cpu_s:.2f} s CPU", again.cpu_s)
                 key = f"{case.generator}/{case.detail}"
                 slow = trace_over_s is not None and outcome.cpu_s > trace_over_s

@@ -86,6 +86,8 @@ OP_EXAMPLES: dict[str, str] = {
     " -> resize(like=c)",
     "channel_linear": "conv(6, 3) -> channel_linear(10) -> channel_linear(4, bias=false)",
     "channel_scale": "conv(6, 3) -> channel_scale(init=0.1)",
+    "pad": "conv(6, 3) -> pad(left=1, right=2, bottom=1) -> pad(top=1, mode=replicate) -> pad(1, 1, 1, 1, mode=reflect)",
+    "sample_add": "a = conv(4, 1)\n    b = a -> conv(6, 1) -> upsample(2)\n    sample_add(a | b)",
 }
 
 

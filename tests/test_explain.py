@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -188,8 +189,11 @@ def test_cli_summary_and_explain_handle_the_new_ops(capsys: pytest.CaptureFixtur
     path = ROOT / "tests" / "data" / "new_ops.cnn"
     assert main(["summary", str(path)]) == 0
     out = capsys.readouterr().out
+    assert "channel_linear → 16" in out and "gmp" in out  # the text tree (long labels wrap there)
+    assert main(["summary", str(path), "--format", "json"]) == 0
+    labels = [layer["label"] for layer in json.loads(capsys.readouterr().out)["layers"]]
     for label in ("conv_transpose 3x3 ×2 → 6", "resize like image bilinear", "channel_linear → 16", "gmp"):
-        assert label in out
+        assert label in labels
     assert main(["explain", str(path)]) == 0
     out = capsys.readouterr().out
     assert "Output size per axis: (H − 1)·s − 2p + d(k−1) + output_padding + 1" in out

@@ -155,8 +155,16 @@ def test_any_value_for_any_parameter(target: tuple[str, str], value: str, before
 def test_ci_sample_of_the_long_run() -> None:
     # Every generator of the long run, the same checks (the CLI every 20th case in-process), seed fixed.
     weights = {"mutate": 0.45, "structured": 0.3, "soup": 0.12, "hostile": 0.03, "bytes": 0.1}
+    # The long run reports cases over 2 s of CPU; in the suite that is a hang guard (a CI machine shares its cores).
     report = FUZZ.run(
-        800, 20240601, None, cli_every=20, subprocess_every=0, weights=weights, trace_over_s=None
+        800,
+        20240601,
+        None,
+        cli_every=20,
+        subprocess_every=0,
+        weights=weights,
+        trace_over_s=None,
+        time_limit_s=HANG_GUARD_S,
     )
     assert report.findings == [], report.summary()
     assert set(report.by_generator) == {"mutate", "structured", "soup", "hostile", "bytes"}

@@ -209,14 +209,14 @@ def test_collapsing_a_block_hides_its_rows_and_it_stands_in_for_them(resnet18: R
 @needs_dot
 def test_a_collapsed_diagram_box_lights_every_row_inside(browser: Any, tmp_path: Path) -> None:
     """GoogLeNet's 143 boxes are too many: the diagram draws one box per Inception, the table every layer."""
-    net = cnndsl.load(SPECS / "googlenet.cnn")
+    net = cnndsl.load(SPECS / "googlenet_paper.cnn")
     diagram = render.build(net, depth="auto")
     assert diagram.depth == 1
     inception = next(
         box for box in diagram.boxes() if box.kind == "block" and box.title.startswith("Inception(")
     )
     inside = {n.path for n in net.nodes if n.id in inception.nodes}
-    report = Report(browser, _write_report(tmp_path, "googlenet"))
+    report = Report(browser, _write_report(tmp_path, "googlenet_paper"))
     try:
         report.box(inception.id).hover()
         assert set(report.lit_rows()) == inside and len(inside) == 14
