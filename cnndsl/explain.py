@@ -90,7 +90,11 @@ def render_explanations(network: Network, explanations: list[Explanation]) -> st
     for item in explanations:
         # A call with many arguments (a whole-network block such as RegNet(w1=..., ...)) wraps at 120 columns.
         where = textwrap.wrap(f"at {item.location}", 120, initial_indent="  ", subsequent_indent="      ")
-        out += ["", item.title, *where, *("  " + line for line in item.lines)]
+        out += ["", item.title, *where]
+        for line in item.lines:
+            # Long formulas (a big layer's MACs) wrap too, continued under their start.
+            indent = " " * (len(line) - len(line.lstrip()) + 6)
+            out += textwrap.wrap("  " + line, 120, subsequent_indent=indent, drop_whitespace=False) or [""]
     return "\n".join(out) + "\n"
 
 

@@ -943,9 +943,11 @@ def _adaptive_shape(shapes: list[Shape], args: Args) -> Shape:
     return (c, *args["size"])
 
 
-def _adaptive_rf(shapes: list[Shape], out: Shape, args: Args) -> RFRule:
+def _adaptive_rf(shapes: list[Shape], out: Shape, args: Args) -> RFRule | None:
     _, h, w = shapes[0]
     oh, ow = args["size"]
+    if (oh, ow) == (1, 1):
+        return None  # one window over everything: global (squeeze-and-excitation's gate sees the whole input)
     # Windows are ceil(H/n) wide at most and start every H/n positions.
     return RFRule((-(-h // oh), -(-w // ow)), (h / oh, w / ow), (0, 0))
 
