@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -44,12 +45,18 @@ def test_wheel_installs_and_checks_a_spec(tmp_path: Path) -> None:
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
     # `check` needs only lark; the wheel's other requirements (torch among them) are not installed here.
+    # Run from the empty temp folder with a clean environment: `python -m pip` puts its working directory on
+    # sys.path, and a source tree there (with its editable install's egg-info) looks like cnndsl is installed.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel), "lark"],
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel), "lark"],
         check=True,
         capture_output=True,
         timeout=300,
+        cwd=tmp_path,
+        env=env,
     )
+    assert (env_dir / "bin" / "cnndsl").exists(), "pip did not install the wheel's console script"
     spec = tmp_path / "tiny.cnn"
     spec.write_text("network Tiny(x: [3, 8, 8]) {\n  conv(4, 3) -> relu -> gap -> linear(2)\n}\n")
     result = subprocess.run(
