@@ -578,7 +578,9 @@ def is_chain(network: Network) -> bool:
     """Whether every layer reads exactly the node before it (no branch, merge or second input)."""
     previous = None
     for node in network.nodes:
-        if node.op != "input" and node.inputs != ((previous,) if previous is not None else ()):
+        if not has_trait(node.op, NETWORK_INPUT) and node.inputs != (
+            (previous,) if previous is not None else ()
+        ):
             return False
         previous = node.id
     return len(network.inputs) <= 1

@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, infer_shapes, network_name
+from .graph import (
+    INPUT,
+    Graph,
+    ImportFailure,
+    Location,
+    Problem,
+    Step,
+    Unit,
+    infer_shapes,
+    network_name,
+    read_model_text,
+)
 
 MAX_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 64
@@ -184,12 +195,7 @@ def import_caffe(
     """Read a Caffe prototxt into a :class:`Graph` (shapes not yet inferred). Raises :class:`ImportFailure`."""
     file = str(path)
     if text is None:
-        data = Path(path).read_bytes()
-        if len(data) > MAX_BYTES:
-            raise ImportFailure(
-                [Problem(Location(file), f"{len(data):,} bytes is too large for a prototxt", "limit")]
-            )
-        text = data.decode("utf-8", "replace")
+        text = read_model_text(path, MAX_BYTES, "prototxt")
     root = parse_text(text, file)
     layers = root.all("layer") or root.all("layers")
     if not layers:

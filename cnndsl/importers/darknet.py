@@ -19,7 +19,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, infer_shapes, network_name
+from .graph import (
+    INPUT,
+    Graph,
+    ImportFailure,
+    Location,
+    Problem,
+    Step,
+    Unit,
+    infer_shapes,
+    network_name,
+    read_model_text,
+)
 
 MAX_BYTES = 16 * 1024 * 1024
 """A cfg is a few kilobytes; anything past this is not one."""
@@ -156,12 +167,7 @@ def import_darknet(
     """Read a Darknet cfg into a :class:`Graph` (shapes not yet inferred). Raises :class:`ImportFailure`."""
     file = str(path)
     if text is None:
-        data = Path(path).read_bytes()
-        if len(data) > MAX_BYTES:
-            raise ImportFailure(
-                [Problem(Location(file), f"{len(data):,} bytes is too large for a cfg", "limit")]
-            )
-        text = data.decode("utf-8", "replace")
+        text = read_model_text(path, MAX_BYTES, "cfg")
     sections = parse_sections(text, file)
     problems: list[Problem] = []
     net = sections[0]

@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import ops
@@ -167,6 +168,16 @@ def fuse_followers(graph: Graph, payloads: list[list[Any]], outputs: list[int]) 
         payloads[target] = payloads[target] + payloads[index]
         unit.steps, unit.merge, payloads[index] = [], None, []
         owner[index] = target
+
+
+def read_model_text(path: str | Path, max_bytes: int, what: str) -> str:
+    """A text model file (cfg, prototxt), refused before reading past ``max_bytes``; undecodable bytes replaced."""
+    data = Path(path).read_bytes()
+    if len(data) > max_bytes:
+        raise ImportFailure(
+            [Problem(Location(str(path)), f"{len(data):,} bytes is too large for a {what}", "limit")]
+        )
+    return data.decode("utf-8", "replace")
 
 
 # ------------------------------------------------------------------------------------------- shapes ---
