@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,35 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
 def spec_files() -> list[Path]:
     """Every network spec in specs/ (library files holding only blocks are skipped by the callers that need to)."""
     return sorted(SPECS.glob("*.cnn"))
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium, which Playwright drives (never `playwright install`: it downloads a browser)."""
+
+
+def unavailable(reason: str) -> None:
+    """Skip a browser test whose tool is missing; under CI, whose `make test` installs it, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI runs `make test`, which builds and installs it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium through Playwright, one per test module (the playground's and the HTML report's)."""
+    if not CHROMIUM.exists():
+        unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield launched
+        launched.close()

@@ -14,7 +14,6 @@ import base64
 import functools
 import http.server
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import unavailable
 
 import cnndsl
 from cnndsl import playground_api
@@ -31,7 +31,6 @@ from cnndsl.analysis import summarize
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "build" / "playground"
 SCREENS = ROOT / "build" / "playground-screens"
-CHROMIUM = Path("/usr/bin/chromium")
 ZOO = sorted(ROOT.glob("specs/*.cnn"))
 READY_MS = 90_000  # a loaded 2-core CI box; the benchmark, not this, holds the speed target
 STEP_MS = 30_000
@@ -47,16 +46,10 @@ ERROR_SPEC = """network Tiny(image: [3, 32, 32]) {
 """
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI runs `make test`, which builds and installs it)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     if not (SITE / "index.html").is_file():
-        _unavailable(f"{SITE} is not built: run `make playground`")
+        unavailable(f"{SITE} is not built: run `make playground`")
     handler = functools.partial(_QuietHandler, directory=str(SITE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -69,26 +62,6 @@ def base_url() -> Iterator[str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing: apt-get install chromium")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 class Site:
