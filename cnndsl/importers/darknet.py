@@ -12,6 +12,9 @@ The meaning follows Darknet's own parser (``src/parser.c``) rather than the opti
 - ``[shortcut] from=...``: ``add`` when the shapes agree, otherwise ``sample_add`` (Darknet adds the overlapping
   channels of a strided sample).
 - ``[yolo]``/``[region]``/``[detection]`` heads: their input becomes a network output.
+
+:func:`import_darknet_model` also lists, in file order, the layers whose parameters a ``.weights`` file holds
+(:class:`StoredLayer`); :mod:`.darknet_weights` reads such a file with it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,50 @@ ACTIVATIONS: dict[str, Step | None] = {
 HEADS = ("yolo", "region", "detection")
 IGNORED = ("cost",)
 """Sections that only matter for training: they count as a layer (Darknet numbers them) but compute nothing."""
+
+
+@dataclass(frozen=True)
+class StoredLayer:
+    """A cfg layer whose parameters a Darknet ``.weights`` file holds, and where they go in the graph.
+
+    ``main`` is the index of the conv / linear step in the unit's steps, ``norm`` that of the bn step
+    (``batch_normalize=1``). ``refused`` holds the options that change what the file holds for this layer and that
+    reading one does not support (``dontload``...): problems raised only when weights are read."""
+
+    index: int
+    """Darknet's layer number."""
+    kind: str
+    """``convolutional`` or ``connected``."""
+    location: Location
+    unit: int
+    main: int
+    norm: int | None
+    outputs: int
+    """Filters of a convolution, outputs of a connected layer."""
+    size: int = 1
+    groups: int = 1
+    flipped: bool = False
+    """``flipped=1``: the convolution's weights are stored transposed, ``[c/groups*size*size, filters]``."""
+    refused: tuple[Problem, ...] = ()
+
+
+@dataclass
+class DarknetImport:
+    """The graph, and the layers a ``.weights`` file for this cfg holds, in file (= cfg) order."""
+
+    graph: Graph
+    stored: list[StoredLayer]
+
+
+SEMANTIC_OPTIONS = {
+    "share_index": ("the weights of another layer", None),
+    "binary": ("binarised weights", "0"),
+    "xnor": ("binarised weights and inputs", "0"),
+}
+"""[convolutional] options that change what the layer computes, cnndsl cannot express: meaning, value when off."""
+
+LOAD_OPTIONS = ("dontload", "dontloadscales", "numload")
+"""Options that make Darknet skip part of a layer's record when it loads weights: not supported when reading."""
 
 
 @dataclass
@@ -165,6 +212,19 @@ def import_darknet(
     input_shape: tuple[int, ...] | None = None,
 ) -> Graph:
     """Read a Darknet cfg into a :class:`Graph` (shapes not yet inferred). Raises :class:`ImportFailure`."""
+    return import_darknet_model(path, text, partial=partial, input_shape=input_shape).graph
+
+
+def import_darknet_model(
+    path: str | Path,
+    text: str | None = None,
+    *,
+    partial: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+) -> DarknetImport:
+    """Read a Darknet cfg into a :class:`Graph` and the list of layers its ``.weights`` file holds.
+
+    Raises :class:`ImportFailure`."""
     file = str(path)
     if text is None:
         text = read_model_text(path, MAX_BYTES, "cfg")
@@ -191,6 +251,7 @@ def import_darknet(
     layer_units: list[int] = []
     """Darknet layer index -> unit id."""
     outputs: list[int] = []
+    stored: list[StoredLayer] = []
     for section in sections[1:]:
         index = len(layer_units)
         reader = _Reader(section, file, problems, index, partial)
@@ -211,14 +272,15 @@ def import_darknet(
             return layer_units[target]
 
         unit: Unit | None = None
+        store: StoredLayer | None = None
         if kind in ("convolutional", "conv"):
-            unit = _convolutional(reader, location, previous)
+            unit, store = _convolutional(reader, location, previous, len(graph.units))
         elif kind in ("maxpool", "max"):
             unit = _maxpool(reader, location, previous, graph, layer_units)
         elif kind in ("avgpool", "avg"):
             unit = Unit(location, "[avgpool]", [previous], [Step.of("adaptive_avgpool", size=1)])
         elif kind in ("connected", "conn"):
-            unit = _connected(reader, location, previous, graph, layer_units)
+            unit, store = _connected(reader, location, previous, graph, len(graph.units))
         elif kind in ("dropout",):
             p = reader.float_option("probability", 0.5)
             unit = Unit(
@@ -248,6 +310,16 @@ def import_darknet(
                 problems.append(
                     Problem(reader.location(), "[shortcut] alpha/beta other than 1", "unsupported")
                 )
+            if (
+                reader.text_option("weights_type", "none") != "none"
+            ):  # AlexeyAB: a weighted sum, weights in the file
+                problems.append(
+                    Problem(
+                        reader.location("weights_type"),
+                        "[shortcut] weights_type= is not supported",
+                        "unsupported",
+                    )
+                )
             if target is not None:
                 same = _shape_of(graph, previous) == _shape_of(graph, target)
                 unit = Unit(location, "[shortcut]", [previous, target], merge="add" if same else "sample_add")
@@ -271,6 +343,8 @@ def import_darknet(
         if unit is None:
             unit = Unit(location, f"[{kind}]", [previous])  # keeps later layer indices right while collecting
         unit.label = f"{index} [{kind}]"
+        if store is not None:
+            stored.append(store)
         if reader.gaps:
             unit.label += " -- NOT IMPORTED: " + "; ".join(reader.gaps)
             graph.gaps += [f"{reader.location()}: {gap}" for gap in reader.gaps]
@@ -282,7 +356,7 @@ def import_darknet(
         graph.notes.append(
             f"{len(outputs)} detection head(s): each output is the raw tensor a [yolo]/[region] layer reads."
         )
-    return graph
+    return DarknetImport(graph, stored)
 
 
 def _channel_group(reader: _Reader, groups: int, group_id: int) -> Step:
@@ -307,7 +381,9 @@ def _activation(reader: _Reader, default: str) -> list[Step]:
     return [step] if step is not None else []
 
 
-def _convolutional(reader: _Reader, location: Location, previous: int) -> Unit:
+def _convolutional(
+    reader: _Reader, location: Location, previous: int, unit_id: int
+) -> tuple[Unit, StoredLayer]:
     filters = reader.int_option("filters", 1, 1)
     size = reader.int_option("size", 1, 1)
     stride = reader.int_option("stride", 1, 1)
@@ -317,6 +393,15 @@ def _convolutional(reader: _Reader, location: Location, previous: int) -> Unit:
     if reader.int_option("pad", 0) and "padding" not in reader.section.options:
         padding = size // 2
     batch_norm = bool(reader.int_option("batch_normalize", 0))
+    for option, (meaning, off) in SEMANTIC_OPTIONS.items():
+        if option in reader.section.options and reader.section.options[option][0] != off:
+            reader.problems.append(
+                Problem(
+                    reader.location(option),
+                    f"[convolutional] {option}= ({meaning}) is not supported",
+                    "unsupported",
+                )
+            )
     conv = {"channels": filters, "kernel": size}
     if stride != 1:
         conv["stride"] = stride
@@ -330,7 +415,43 @@ def _convolutional(reader: _Reader, location: Location, previous: int) -> Unit:
     if batch_norm:
         steps.append(Step.of("bn"))
     steps += _activation(reader, "logistic")
-    return Unit(location, "[convolutional]", [previous], steps)
+    flipped = bool(reader.int_option("flipped", 0))
+    refused = _load_options(reader)
+    if flipped and groups != 1:
+        # pjreddie transposes [c*size*size, n], AlexeyAB [c/groups*size*size, n]: they agree only without groups.
+        refused.append(
+            Problem(
+                reader.location("flipped"),
+                "flipped=1 with groups= (darknets disagree on its layout)",
+                "unsupported",
+            )
+        )
+    store = StoredLayer(
+        reader.index or 0,
+        "convolutional",
+        location,
+        unit_id,
+        main=0,
+        norm=1 if batch_norm else None,
+        outputs=filters,
+        size=size,
+        groups=groups,
+        flipped=flipped,
+        refused=tuple(refused),
+    )
+    return Unit(location, "[convolutional]", [previous], steps), store
+
+
+def _load_options(reader: _Reader) -> list[Problem]:
+    return [
+        Problem(
+            reader.location(option),
+            f"{option}= (Darknet then skips part of the layer's weights)",
+            "unsupported",
+        )
+        for option in LOAD_OPTIONS
+        if option in reader.section.options and reader.section.options[option][0] != "0"
+    ]
 
 
 def _maxpool(
@@ -374,20 +495,31 @@ def _shape_before(graph: Graph, unit_id: int) -> tuple[int, int]:
 
 
 def _connected(
-    reader: _Reader, location: Location, previous: int, graph: Graph, layer_units: list[int]
-) -> Unit:
+    reader: _Reader, location: Location, previous: int, graph: Graph, unit_id: int
+) -> tuple[Unit, StoredLayer]:
     output = reader.int_option("output", 1, 1)
     steps: list[Step] = []
     if len(_shape_of(graph, previous)) != 1:
         steps.append(Step.of("flatten"))
     batch_norm = bool(reader.int_option("batch_normalize", 0))
+    main = len(steps)
     steps.append(Step.of("linear", features=output, bias=not batch_norm))
     if batch_norm:
         reader.problems.append(
             Problem(reader.location("batch_normalize"), "[connected] batch_normalize=1", "unsupported")
         )
     steps += _activation(reader, "logistic")
-    return Unit(location, "[connected]", [previous], steps)
+    store = StoredLayer(
+        reader.index or 0,
+        "connected",
+        location,
+        unit_id,
+        main=main,
+        norm=None,
+        outputs=output,
+        refused=tuple(_load_options(reader)),
+    )
+    return Unit(location, "[connected]", [previous], steps), store
 
 
 def _crop(reader: _Reader, location: Location, previous: int, graph: Graph, index: int) -> Unit:
