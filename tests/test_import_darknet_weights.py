@@ -54,9 +54,9 @@ class Darknet:
         self.layers = _sections(cfg)[1:]
         self.input_shape = input_shape or _net_shape(cfg)
         self.params: list[dict[str, np.ndarray]] = []
-        x = torch.zeros(1, *self.input_shape, dtype=torch.float64)
+        x = torch.zeros(1, *self.input_shape, dtype=torch.float64, device="meta")
         outs: list[torch.Tensor] = []
-        for kind, options in self.layers:  # run once to learn each layer's input shape
+        for kind, options in self.layers:  # run once on the meta device to learn each layer's input shape
             shape = tuple(x.shape[1:])
             params: dict[str, np.ndarray] = {}
             n = int(options.get("filters", options.get("output", 1)))
@@ -120,7 +120,7 @@ def _layer(
         target = int(value)
         return outs[index + target if target < 0 else target]
 
-    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()}
+    t = {k: torch.tensor(v, dtype=torch.float64, device=x.device) for k, v in params.items()}
     act = options.get("activation", "linear" if kind == "shortcut" else "logistic")
     if kind == "convolutional":
         size = int(options.get("size", 1))
@@ -128,7 +128,7 @@ def _layer(
         stride, dilation, groups = (int(options.get(k, 1)) for k in ("stride", "dilation", "groups"))
         y = F.conv2d(x, t["weights"], None, stride, padding, dilation, groups)
         if "scales" in t:
-            # normalize_cpu with sqrt(variance + .00001f), then scale_bias; the biases are the shift.
+            # normalize_cpu (with torch's epsilon: Darknet builds use 1e-5 or 1e-6), scale_bias; biases shift.
             y = (y - t["rolling_mean"][:, None, None]) / torch.sqrt(
                 t["rolling_variance"][:, None, None] + 1e-5
             )
@@ -148,7 +148,7 @@ def _layer(
         groups, group_id = int(options.get("groups", 1)), int(options.get("group_id", 0))
         y = torch.cat([ref(v).chunk(groups, dim=1)[group_id] for v in options["layers"].split(",")], dim=1)
     elif kind == "shortcut":
-        y = _activate(x + ref(options["from"]), act)
+        y = _activate(_shortcut(x, ref(options["from"])), act)
     elif kind == "upsample":
         y = F.interpolate(x, scale_factor=int(options.get("stride", 2)), mode="nearest")
     elif kind == "softmax":
@@ -162,6 +162,16 @@ def _layer(
         raise AssertionError(f"the reference does not run [{kind}]")
     outs.append(y)
     return y
+
+
+def _shortcut(base: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
+    """src/blas.c shortcut_cpu: the overlapping channels of ``added``, sampled with a stride, onto ``base``."""
+    (c1, h1, w1), (c2, h2, w2) = added.shape[1:], base.shape[1:]
+    stride, sample = max(w1 // w2, 1), max(w2 // w1, 1)
+    c, h, w = min(c1, c2), min(h1, h2), min(w1, w2)
+    out = base.clone()
+    out[:, :c, ::sample, ::sample][:, :, :h, :w] += added[:, :c, ::stride, ::stride][:, :, :h, :w]
+    return out
 
 
 def _activate(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -381,8 +391,16 @@ def test_the_header_is_read_as_darknet_reads_it(tmp_path: Path) -> None:
         assert header.size == 12 + width
 
 
-@pytest.mark.parametrize("name, shape", [("yolov4-tiny", (3, 64, 64)), ("yolov3-tiny", (3, 64, 64))])
-def test_corpus_cfg_with_weights(tmp_path: Path, name: str, shape: tuple[int, int, int]) -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, shape, outputs",
+    [("yolov4-tiny", (3, 32, 32), 2), ("yolov3-tiny", (3, 32, 32), 2), ("resnet18", (3, 32, 32), 1)],
+)
+def test_corpus_cfg_with_weights(
+    tmp_path: Path, name: str, shape: tuple[int, int, int], outputs: int
+) -> None:
+    """Real cfgs: route groups (yolov4-tiny), two heads, residual blocks mined as `Residual * n` whose shortcuts
+    change shape (resnet18): the file's order must still meet the spec's modules one to one."""
     cfg = CORPUS / "darknet" / f"{name}.cfg"
     if not cfg.exists():
         pytest.skip("../shared/corpus is not beside this checkout")
@@ -390,7 +408,7 @@ def test_corpus_cfg_with_weights(tmp_path: Path, name: str, shape: tuple[int, in
     model = Darknet(text, shape)
     model.write(tmp_path / "model.weights")
     network, state = _import(cfg, tmp_path / "model.weights", input_shape=shape)
-    assert len(network.outputs) == 2
+    assert len(network.outputs) == outputs
     _assert_module_matches(network, state, model, batch=1)
 
 
@@ -444,6 +462,12 @@ def test_cli_refuses_weights_where_they_do_not_belong(
     assert _cli(cfg, "--weights", tmp_path / "missing.weights") == 2
     err = capsys.readouterr().err
     assert "cannot read" in err and "missing.weights" in err
+    gappy = tmp_path / "gap.cfg"
+    gappy.write_text(FLIPPED + "[reorg]\nstride=2\n")
+    Darknet(FLIPPED).write(tmp_path / "gap.weights")
+    out = tmp_path / "gap.pt"
+    assert _cli(gappy, "--partial", "--weights", tmp_path / "gap.weights", "--weights-out", out) == 1
+    assert "--weights not read: the import has gaps" in capsys.readouterr().err and not out.exists()
 
 
 def test_cli_a_broken_weights_file_is_one_located_error_and_nothing_is_written(
@@ -561,7 +585,7 @@ def test_options_that_change_what_the_file_holds_are_refused_when_reading(tmp_pa
             "share_index= (the weights of another layer)",
         ),
         ("[convolutional]\nfilters=3\nsize=1\nxnor=1\n", "xnor="),
-        ("[shortcut]\nfrom=-2\nweights_type=per_channel\n", "weights_type= is not supported"),
+        ("[shortcut]\nfrom=-2\nweights_type=per_channel\n", "weights_type= (AlexeyAB's weighted sum"),
     ],
 )
 def test_cfg_options_with_hidden_weights_are_unsupported(tmp_path: Path, section: str, expected: str) -> None:

@@ -310,16 +310,9 @@ def import_darknet_model(
                 problems.append(
                     Problem(reader.location(), "[shortcut] alpha/beta other than 1", "unsupported")
                 )
-            if (
-                reader.text_option("weights_type", "none") != "none"
-            ):  # AlexeyAB: a weighted sum, weights in the file
-                problems.append(
-                    Problem(
-                        reader.location("weights_type"),
-                        "[shortcut] weights_type= is not supported",
-                        "unsupported",
-                    )
-                )
+            if reader.text_option("weights_type", "none") != "none":
+                message = "[shortcut] weights_type= (AlexeyAB's weighted sum, its weights in the file) is not supported"
+                problems.append(Problem(reader.location("weights_type"), message, "unsupported"))
             if target is not None:
                 same = _shape_of(graph, previous) == _shape_of(graph, target)
                 unit = Unit(location, "[shortcut]", [previous, target], merge="add" if same else "sample_add")

@@ -61,6 +61,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Header:
+    """A ``.weights`` file's header, as read."""
+
     major: int
     minor: int
     revision: int
