@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import cnndsl
+from cnndsl.cli import main
 from cnndsl.importers import ImportFailure, import_graph
 from cnndsl.importers.darknet import import_darknet_model
 from cnndsl.importers.darknet_weights import read_darknet_weights, spec_state_dict
@@ -416,8 +418,6 @@ def test_corpus_cfg_with_weights(
 
 
 def _cli(*args: str | Path) -> int:
-    from cnndsl.cli import main
-
     return main(["import", *map(str, args)])
 
 
@@ -436,16 +436,18 @@ def test_cli_writes_a_state_dict_that_the_spec_loads_by_name(
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Darknet 0.2.5, trained on 123,456 images" in err and f"wrote {out}" in err
-    if suffix == ".pt":
-        state = torch.load(out, weights_only=True)
-    else:
-        from safetensors.torch import load_file
-
-        state = load_file(out)
+    state = torch.load(out, weights_only=True) if suffix == ".pt" else load_file(out)
     network = cnndsl.load(tmp_path / "model.cnn")
     module = network.to_torch().double().eval()
     cnndsl.load_weights(module, state, match="name")
     _assert_module_matches(network, {k: v for k, v in module.state_dict().items()}, model)
+    # `cnndsl export --weights` takes the file as it is and writes the same tensors back out.
+    again = tmp_path / "again.safetensors"
+    assert (
+        main(["export", str(tmp_path / "model.cnn"), "--weights", str(out), "--safetensors", str(again)]) == 0
+    )
+    exported = load_file(again)
+    assert all(torch.equal(exported[k], v) for k, v in state.items() if not k.endswith("num_batches_tracked"))
 
 
 def test_cli_refuses_weights_where_they_do_not_belong(
