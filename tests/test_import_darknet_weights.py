@@ -8,6 +8,7 @@ compared with the imported spec's module after its state_dict is loaded strictly
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -546,6 +547,15 @@ HOSTILE = {
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_broken_weights_files_get_one_located_error(tmp_path: Path, name: str, golden: Any) -> None:
     golden(f"import/weights_{name}.txt", _fail(tmp_path, HOSTILE[name]()))
+
+
+def test_a_cfg_declaring_enormous_layers_fails_on_a_small_file_without_allocating(tmp_path: Path) -> None:
+    big = "[convolutional]\nfilters=65536\nsize=64\npad=1\n"
+    cfg_text = "[net]\nwidth=64\nheight=64\nchannels=3\n[convolutional]\nfilters=65536\nsize=1\n" + big
+    start = time.process_time()
+    message = _fail(tmp_path, np.array([0, 2, 0, 0, 0], "<i4").tobytes() + b"\0" * 400, cfg_text)
+    assert "it needs 262,144 floats" in message and "400 bytes are left" in message
+    assert time.process_time() - start < 30  # a guard against reading or allocating the declared size
 
 
 def test_a_seen_counter_at_its_maximum_is_just_a_number(tmp_path: Path) -> None:
