@@ -272,6 +272,16 @@ BROKEN = {
     "size=3\nactivation=mish\n[local]\n",
     "bad_reference.cfg": "[net]\nwidth=32\nheight=32\n[convolutional]\nfilters=4\nsize=1\n[route]\nlayers=-3\n"
     "[shortcut]\nfrom=5\n",
+    # Options Darknet reads that change what a layer computes and that cnndsl cannot write (docs/import.md).
+    "refused_options.cfg": "[net]\nwidth=16\nheight=16\nchannels=3\n"
+    "[convolutional]\nfilters=8\nsize=3\npad=1\nantialiasing=1\ncoordconv=1\nsway=1\nbinary=0\n"
+    "[convolutional]\nfilters=8\nsize=4\npad=1\ndilation=2\n"
+    "[maxpool]\nsize=2\nstride=2\nmaxpool_depth=1\nantialiasing=1\nmaxpool_zero_nonmax=1\n"
+    "[route]\nlayers=0,1\ngroups=3\ngroup_id=0\n"
+    "[upsample]\nstride=-2\n"
+    "[upsample]\nscale=0.5\n"
+    "[shortcut]\nfrom=2,0\nalpha=0.5\nbeta=1.0\nweights_normalization=none\n"
+    "[softmax]\ntemperature=2\ntree=data/9k.tree\nspatial=1\nnoloss=1\n",
     "bad_numbers.cfg": "[net]\nwidth=32\nheight=32\n[convolutional]\nfilters=99999999999\nsize=x\n",
     "malformed.cfg": "[net\nwidth=32\nthis line has no equals\n",
     "unsupported.prototxt": 'input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'

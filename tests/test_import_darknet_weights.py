@@ -72,7 +72,7 @@ class Darknet:
                 params["weights"] = rng.standard_normal((n, fan_in)) / np.sqrt(fan_in)
             if params:
                 params["biases"] = rng.normal(0, 0.1, n)
-                if options.get("batch_normalize") == "1":
+                if "1" in (options.get("batch_normalize"), options.get("cbn")):
                     params["scales"] = rng.uniform(0.5, 1.5, n)
                     params["rolling_mean"] = rng.normal(0, 0.1, n)
                     params["rolling_variance"] = rng.uniform(0.5, 1.5, n)
@@ -129,7 +129,10 @@ def _layer(
         size = int(options.get("size", 1))
         padding = size // 2 if options.get("pad") == "1" else int(options.get("padding", 0))
         stride, dilation, groups = (int(options.get(k, 1)) for k in ("stride", "dilation", "groups"))
-        y = F.conv2d(x, t["weights"], None, stride, padding, dilation, groups)
+        strides = (int(options.get("stride_y", stride)), int(options.get("stride_x", stride)))
+        dilation = dilation if size > 1 else 1  # parse_convolutional ignores it for 1x1
+        # AlexeyAB's forward_convolutional_layer: im2col_cpu_ext pads padding * dilation.
+        y = F.conv2d(x, t["weights"], None, strides, padding * dilation, dilation, groups)
         if "scales" in t:
             # normalize_cpu (with torch's epsilon: Darknet builds use 1e-5 or 1e-6), scale_bias; biases shift.
             y = (y - t["rolling_mean"][:, None, None]) / torch.sqrt(
@@ -144,14 +147,17 @@ def _layer(
         size = int(options.get("size", stride))
         padding = int(options.get("padding", size - 1))
         before = padding // 2
-        y = F.max_pool2d(F.pad(x, (before, padding - before) * 2, value=-np.inf), size, stride)
+        strides = (int(options.get("stride_y", stride)), int(options.get("stride_x", stride)))
+        y = F.max_pool2d(F.pad(x, (before, padding - before) * 2, value=-np.inf), size, strides)
     elif kind == "avgpool":
         y = x.mean(dim=(2, 3), keepdim=True)
     elif kind == "route":
         groups, group_id = int(options.get("groups", 1)), int(options.get("group_id", 0))
         y = torch.cat([ref(v).chunk(groups, dim=1)[group_id] for v in options["layers"].split(",")], dim=1)
     elif kind == "shortcut":
-        y = _activate(_shortcut(x, ref(options["from"])), act)
+        sources = [ref(v) for v in options["from"].split(",")]
+        added = _shortcut(x, sources[0]) if len(sources) == 1 else _shortcut_multilayer(x, sources)
+        y = _activate(added, act)
     elif kind == "upsample":
         y = F.interpolate(x, scale_factor=int(options.get("stride", 2)), mode="nearest")
     elif kind == "softmax":
@@ -175,6 +181,17 @@ def _shortcut(base: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
     out = base.clone()
     out[:, :c, ::sample, ::sample][:, :, :h, :w] += added[:, :c, ::stride, ::stride][:, :, :h, :w]
     return out
+
+
+def _shortcut_multilayer(base: torch.Tensor, added: list[torch.Tensor]) -> torch.Tensor:
+    """AlexeyAB's src/blas.c shortcut_multilayer_cpu (several from= layers): out[i] = in[i], plus add[i] of each
+    from-layer at every flat position i (within one image) that it has."""
+    out = base.flatten(1).clone()
+    for tensor in added:
+        flat = tensor.flatten(1)
+        n = min(out.shape[1], flat.shape[1])
+        out[:, :n] += flat[:, :n]
+    return out.view_as(base)
 
 
 def _activate(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -337,8 +354,76 @@ flipped=1
 output=3
 """
 
+SEMANTICS = """[net]
+width=16
+height=16
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=leaky
+
+[convolutional]
+filters=4
+size=1
+activation=linear
+
+# 2: group 1 of 2 of each input: layer 0's channels 4..7 then layer 1's 2..3 (not channels 6..11 of the concat)
+[route]
+layers=0,1
+groups=2
+group_id=1
+
+[yolo]
+
+# 4: pad=1 wins over padding=0; dilation 2 pads 1 * 2; cbn=1 is a batch norm at inference
+[convolutional]
+cbn=1
+filters=8
+size=3
+pad=1
+padding=0
+dilation=2
+activation=leaky
+
+# 5: AlexeyAB's sum over several layers: + layer 0 (same shape) + layer 1 (4 of the 8 channels)
+[shortcut]
+from=0,1
+activation=leaky
+
+# 6: three equal shapes
+[shortcut]
+from=-2,0
+activation=linear
+
+[yolo]
+
+[convolutional]
+filters=6
+size=3
+stride_x=2
+stride_y=1
+pad=1
+activation=linear
+
+[maxpool]
+size=2
+stride_x=1
+stride_y=2
+
+[yolo]
+"""
+
 CASES = {
     "bn-plain-grouped-route-shortcut-upsample": (FEATURES, (0, 2, 5), 8),
+    "route groups of several layers, several-layer shortcuts, dilation, stride_x/stride_y": (
+        SEMANTICS,
+        (0, 2, 5),
+        8,
+    ),
     "connected-maxpool-softmax, version 0.1 (32-bit seen)": (CLASSIFIER, (0, 1, 0), 4),
     "connected transposed, pjreddie's 32-bit seen": (CLASSIFIER, (0, 1001, 0), 4),
     "connected transposed, AlexeyAB's 64-bit seen": (CLASSIFIER, (1002, 0, 0), 8),
@@ -373,6 +458,35 @@ def test_the_oracle_notices_a_misplaced_tensor(tmp_path: Path) -> None:
     reordered = dict(state, **{conv: state[conv].flip(0)})
     with pytest.raises(AssertionError):
         _assert_module_matches(network, reordered, model)
+
+
+def test_the_semantics_cfg_tells_darknets_meaning_from_the_old_readings(tmp_path: Path) -> None:
+    """The SEMANTICS case can fail: each construct there, read as the importer once read it (a group of the
+    concat, the first from= layer only, padding= over pad=, dilation padded once), gives other numbers."""
+    model = Darknet(SEMANTICS)
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    outs: list[torch.Tensor] = []
+    for (kind, options), params in zip(model.layers, model.params, strict=True):
+        x = _layer(kind, options, params, x, outs, [])
+    l0, l1 = outs[0], outs[1]
+    assert not torch.equal(outs[2], torch.cat([l0, l1], dim=1).chunk(2, dim=1)[1])
+    assert not torch.equal(outs[5], F.leaky_relu(outs[4] + l0, 0.1))
+    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in model.params[4].items()}
+    assert F.conv2d(outs[3], t["weights"], None, 1, 1, 2).shape[2:] != outs[4].shape[2:]
+    assert outs[8].shape[2:] == (16, 8)  # stride_y=1, stride_x=2; stride=1 would keep 16x16
+
+
+def test_the_semantics_cfg_reads_as_darknets_layers(tmp_path: Path) -> None:
+    cfg = tmp_path / "model.cfg"
+    cfg.write_text(SEMANTICS)
+    spec = import_graph(import_darknet_model(cfg).graph).spec
+    network = cnndsl.loads(spec)
+    ops = [layer.op for layer in network.layers]
+    assert ops.count("chunk") == 2 and ops.count("sample_add") == 1
+    convs = [layer.args for layer in network.layers if layer.op == "conv"]
+    assert (convs[2]["padding"], convs[2]["dilation"]) == ((2, 2), (2, 2))
+    assert convs[3]["stride"] == (1, 2)
+    assert [layer.args["stride"] for layer in network.layers if layer.op == "maxpool"] == [(2, 1)]
 
 
 def test_the_header_is_read_as_darknet_reads_it(tmp_path: Path) -> None:
@@ -594,10 +708,13 @@ def test_options_that_change_what_the_file_holds_are_refused_when_reading(tmp_pa
     [
         (
             "[convolutional]\nfilters=3\nsize=1\nshare_index=0\n",
-            "share_index= (the weights of another layer)",
+            "share_index=0 (the weights of another layer)",
         ),
-        ("[convolutional]\nfilters=3\nsize=1\nxnor=1\n", "xnor="),
-        ("[shortcut]\nfrom=-2\nweights_type=per_channel\n", "weights_type= (AlexeyAB's weighted sum"),
+        ("[convolutional]\nfilters=3\nsize=1\nxnor=1\n", "xnor=1 ("),
+        (
+            "[shortcut]\nfrom=-2\nweights_type=per_channel\n",
+            "weights_type=per_channel (AlexeyAB's weighted sum",
+        ),
     ],
 )
 def test_cfg_options_with_hidden_weights_are_unsupported(tmp_path: Path, section: str, expected: str) -> None:
