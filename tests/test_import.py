@@ -265,6 +265,15 @@ layers { name: "r" type: RELU bottom: "c" top: "c" }
     assert network.outputs[0].shape == (2, 8, 8)
 
 
+def test_a_darknet_crop_says_what_the_input_must_already_be(tmp_path: Path) -> None:
+    """forward_crop_layer at inference: the centre crop, and x -> 2x - 1 unless noadjust=1 (src/crop_layer.c)."""
+    cfg = "[net]\nwidth=12\nheight=12\nchannels=3\n[crop]\ncrop_height=8\ncrop_width=8\n{}[avgpool]\n"
+    spec = _import_text(tmp_path, "crop.cfg", cfg.format(""))
+    assert "-> 8x8 is folded into the input" in spec and "maps each value x to 2x - 1" in spec
+    assert cnndsl.loads(spec).inputs[0].shape == (3, 8, 8)
+    assert "2x - 1" not in _import_text(tmp_path, "crop.cfg", cfg.format("noadjust=1\n"))
+
+
 # ----------------------------------------------------------------------- errors, hostile input, CLI ---
 
 BROKEN = {

@@ -199,6 +199,7 @@ def _activate(x: torch.Tensor, name: str) -> torch.Tensor:
         "linear": lambda v: v,
         "leaky": lambda v: F.leaky_relu(v, 0.1),
         "relu": F.relu,
+        "relu6": F.relu6,
         "logistic": torch.sigmoid,
         "swish": F.silu,
         "tanh": torch.tanh,
@@ -407,7 +408,7 @@ size=3
 stride_x=2
 stride_y=1
 pad=1
-activation=linear
+activation=relu6
 
 [maxpool]
 size=2

@@ -48,6 +48,7 @@ ACTIVATIONS: dict[str, Step | None] = {
     "linear": None,
     "leaky": Step.of("leaky_relu", slope=0.1),
     "relu": Step.of("relu"),
+    "relu6": Step.of("relu6"),  # AlexeyAB
     "logistic": Step.of("sigmoid"),
     "tanh": Step.of("tanh"),
     "swish": Step.of("silu"),
@@ -683,9 +684,11 @@ def _crop(reader: _Reader, location: Location, previous: int, graph: Graph, inde
         return Unit(location, "[crop]", [previous])
     height = reader.int_option("crop_height", graph.input_shape[1], 1)
     width = reader.int_option("crop_width", graph.input_shape[2], 1)
+    # forward_crop_layer at inference: the centre crop, and unless noadjust=1 each value x becomes 2x - 1.
+    adjust = "" if reader.int_option("noadjust", 0) else " and maps each value x to 2x - 1"
     graph.notes.append(
-        f"[crop] {graph.input_shape[1]}x{graph.input_shape[2]} -> {height}x{width} (a data augmentation) is folded "
-        "into the input shape."
+        f"[crop] {graph.input_shape[1]}x{graph.input_shape[2]} -> {height}x{width} is folded into the input: at "
+        f"inference Darknet takes the centre {height}x{width}{adjust}; this network's input is that already."
     )
     graph.input_shape = (graph.input_shape[0], height, width)
     return Unit(location, "[crop]", [previous])
