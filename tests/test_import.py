@@ -265,6 +265,20 @@ layers { name: "r" type: RELU bottom: "c" top: "c" }
     assert network.outputs[0].shape == (2, 8, 8)
 
 
+def test_darknet_stride_x_and_stride_y(tmp_path: Path) -> None:
+    """parse_convolutional: stride_x/stride_y below 1 mean `stride`; parse_maxpool takes them as given."""
+    conv = "[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\npad=1\nstride=2\n"
+    spec = _import_text(tmp_path, "s.cfg", conv + "stride_x=0\nstride_y=1\n")
+    assert cnndsl.loads(spec).outputs[0].shape == (4, 16, 8)
+    bad = conv + "stride_x=x\n[maxpool]\nsize=2\nstride_y=0\n"
+    with pytest.raises(ImportFailure) as failure:
+        _import_text(tmp_path, "bad.cfg", bad)
+    assert failure.value.render().splitlines()[:2] == [
+        f"{tmp_path / 'bad.cfg'}:10 (layer 0 [convolutional]): error: stride_x=x is not an integer",
+        f"{tmp_path / 'bad.cfg'}:13 (layer 1 [maxpool]): error: stride_y=0 is outside 1..65536",
+    ]
+
+
 def test_a_darknet_crop_says_what_the_input_must_already_be(tmp_path: Path) -> None:
     """forward_crop_layer at inference: the centre crop, and x -> 2x - 1 unless noadjust=1 (src/crop_layer.c)."""
     cfg = "[net]\nwidth=12\nheight=12\nchannels=3\n[crop]\ncrop_height=8\ncrop_width=8\n{}[avgpool]\n"

@@ -248,9 +248,14 @@ class _Reader:
                     )
                 )
 
-    def stride_pair(self, stride: int) -> tuple[int, int]:
-        """AlexeyAB's ``stride_x``/``stride_y`` (each falls back to ``stride``), as (height, width) strides."""
-        return self.int_option("stride_y", stride, 1), self.int_option("stride_x", stride, 1)
+    def stride_pair(self, stride: int, below_one_unset: bool = False) -> tuple[int, int]:
+        """AlexeyAB's ``stride_x``/``stride_y`` (each falls back to ``stride``), as (height, width) strides.
+
+        ``below_one_unset``: a value below 1 also means ``stride`` (``parse_convolutional``; ``parse_maxpool`` takes
+        any value, and 0 would divide by zero there, so it is an error)."""
+        lowest = -MAX_DIMENSION if below_one_unset else 1
+        pair = self.int_option("stride_y", stride, lowest), self.int_option("stride_x", stride, lowest)
+        return (pair[0] if pair[0] >= 1 else stride, pair[1] if pair[1] >= 1 else stride)
 
     def indices(self, key: str) -> list[int]:
         if key not in self.section.options:
@@ -547,7 +552,7 @@ def _convolutional(
 ) -> tuple[Unit, StoredLayer]:
     filters = reader.int_option("filters", 1, 1)
     size = reader.int_option("size", 1, 1)
-    stride_y, stride_x = reader.stride_pair(reader.int_option("stride", 1, 1))
+    stride_y, stride_x = reader.stride_pair(reader.int_option("stride", 1, 1), below_one_unset=True)
     groups = reader.int_option("groups", 1, 1)
     dilation = reader.int_option("dilation", 1, 1) if size != 1 else 1  # parse_convolutional: 1x1 ignores it
     padding = reader.int_option("padding", 0)
