@@ -265,6 +265,29 @@ layers { name: "r" type: RELU bottom: "c" top: "c" }
     assert network.outputs[0].shape == (2, 8, 8)
 
 
+def test_darknet_stride_x_and_stride_y(tmp_path: Path) -> None:
+    """parse_convolutional: stride_x/stride_y below 1 mean `stride`; parse_maxpool takes them as given."""
+    conv = "[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\npad=1\nstride=2\n"
+    spec = _import_text(tmp_path, "s.cfg", conv + "stride_x=0\nstride_y=1\n")
+    assert cnndsl.loads(spec).outputs[0].shape == (4, 16, 8)
+    bad = conv + "stride_x=x\n[maxpool]\nsize=2\nstride_y=0\n"
+    with pytest.raises(ImportFailure) as failure:
+        _import_text(tmp_path, "bad.cfg", bad)
+    assert failure.value.render().splitlines()[:2] == [
+        f"{tmp_path / 'bad.cfg'}:10 (layer 0 [convolutional]): error: stride_x=x is not an integer",
+        f"{tmp_path / 'bad.cfg'}:13 (layer 1 [maxpool]): error: stride_y=0 is outside 1..65536",
+    ]
+
+
+def test_a_darknet_crop_says_what_the_input_must_already_be(tmp_path: Path) -> None:
+    """forward_crop_layer at inference: the centre crop, and x -> 2x - 1 unless noadjust=1 (src/crop_layer.c)."""
+    cfg = "[net]\nwidth=12\nheight=12\nchannels=3\n[crop]\ncrop_height=8\ncrop_width=8\n{}[avgpool]\n"
+    spec = _import_text(tmp_path, "crop.cfg", cfg.format(""))
+    assert "-> 8x8 is folded into the input" in spec and "maps each value x to 2x - 1" in spec
+    assert cnndsl.loads(spec).inputs[0].shape == (3, 8, 8)
+    assert "2x - 1" not in _import_text(tmp_path, "crop.cfg", cfg.format("noadjust=1\n"))
+
+
 # ----------------------------------------------------------------------- errors, hostile input, CLI ---
 
 BROKEN = {
@@ -272,6 +295,16 @@ BROKEN = {
     "size=3\nactivation=mish\n[local]\n",
     "bad_reference.cfg": "[net]\nwidth=32\nheight=32\n[convolutional]\nfilters=4\nsize=1\n[route]\nlayers=-3\n"
     "[shortcut]\nfrom=5\n",
+    # Options Darknet reads that change what a layer computes and that cnndsl cannot write (docs/import.md).
+    "refused_options.cfg": "[net]\nwidth=16\nheight=16\nchannels=3\n"
+    "[convolutional]\nfilters=8\nsize=3\npad=1\nantialiasing=1\ncoordconv=1\nsway=1\nbinary=0\n"
+    "[convolutional]\nfilters=8\nsize=4\npad=1\ndilation=2\n"
+    "[maxpool]\nsize=2\nstride=2\nmaxpool_depth=1\nantialiasing=1\nmaxpool_zero_nonmax=1\n"
+    "[route]\nlayers=0,1\ngroups=3\ngroup_id=0\n"
+    "[upsample]\nstride=-2\n"
+    "[upsample]\nscale=0.5\n"
+    "[shortcut]\nfrom=2,0\nalpha=0.5\nbeta=1.0\nweights_normalization=none\n"
+    "[softmax]\ntemperature=2\ntree=data/9k.tree\nspatial=1\nnoloss=1\n",
     "bad_numbers.cfg": "[net]\nwidth=32\nheight=32\n[convolutional]\nfilters=99999999999\nsize=x\n",
     "malformed.cfg": "[net\nwidth=32\nthis line has no equals\n",
     "unsupported.prototxt": 'input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
