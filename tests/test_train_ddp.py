@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_hooks import hooked_env
 
 from cnndsl.train.metrics import read_jsonl
 
@@ -73,53 +74,6 @@ STREAM_SPEC = """network Stream(image: [3, 16, 16]) {
     linear(3)
 }
 """
-# Imported by every Python process started with this folder first on PYTHONPATH (torchrun's launcher and both
-# ranks): it records which rank decodes an image folder into a cache, and with CNNDSL_TEST_KILL_EPOCH=K rank 0
-# sends SIGKILL to its process group (itself and its loader workers; torchrun gives each rank a group of its own)
-# after two streamed batches of epoch K, as the out-of-memory killer would. torchrun then ends the other rank.
-HOOKS = """
-import os
-
-from cnndsl.train import data, loop
-
-
-def _recording(name):
-    real = getattr(data, name)
-
-    def recorded(*args, **kwargs):
-        with open(os.environ["CNNDSL_TEST_BUILDS"], "a") as log:
-            log.write(f"{os.environ.get('RANK', '-')}:{name}\\n")
-        return real(*args, **kwargs)
-
-    setattr(data, name, recorded)
-
-
-_recording("_build_rows")  # the streamed path's rows cache
-_recording("_write_cache")  # the in-memory path's .npz cache
-
-
-class _Killer:
-    def __init__(self, source):
-        self.source = source
-
-    def batches(self, plan, augment=None):
-        for index, batch in enumerate(self.source.batches(plan, augment)):
-            if index == 2:
-                os.killpg(0, signal.SIGKILL)
-            yield batch
-
-
-_train_epoch = loop.Trainer.train_epoch
-
-
-def _train_epoch_then_die(self, epoch):
-    if str(epoch) == os.environ.get("CNNDSL_TEST_KILL_EPOCH") and self.ctx.is_main:
-        self.train_source = _Killer(self.train_source)
-    return _train_epoch(self, epoch)
-
-
-loop.Trainer.train_epoch = _train_epoch_then_die
-"""
 
 
 def _image_folder(root: Path, per_class: int) -> Path:
@@ -138,22 +92,14 @@ def _image_folder(root: Path, per_class: int) -> Path:
 
 @pytest.mark.slow
 def test_torchrun_streams_its_shards_builds_the_cache_once_and_resumes_after_sigkill(tmp_path: Path) -> None:
-    """Two processes stream a folder 40x the budget; rank 0 alone decodes it into the rows cache, the others wait.
+    """Two processes stream a folder 54 times the budget; rank 0 alone decodes it into the rows cache, the others wait.
     Killed with SIGKILL during an epoch and resumed, the run's metrics and weights equal those of an uninterrupted
     in-memory DDP run with the same seed (no augmentation, no dropout)."""
     spec = tmp_path / "stream.cnn"
     spec.write_text(STREAM_SPEC)
     data = _image_folder(tmp_path / "images", 24)
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(HOOKS)
     builds = tmp_path / "builds.txt"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(hooks), str(ROOT)]),
-        "OMP_NUM_THREADS": "1",
-        "CNNDSL_TEST_BUILDS": str(builds),
-    }
+    env = hooked_env(tmp_path / "hooks", CNNDSL_TEST_BUILDS=str(builds))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
     def command(out: Path, *extra: str) -> list[str]:
@@ -168,7 +114,8 @@ def test_torchrun_streams_its_shards_builds_the_cache_once_and_resumes_after_sig
     assert "holding the data in memory" in memory.stdout
 
     stream = [*command(tmp_path / "stream"), "--memory-budget", "1K", "--workers", "1"]
-    # Its own session: should torchrun ever share its group with the ranks, the kill reaches nothing outside the job.
+    # Rank 0 kills itself and its loader workers in epoch 3 (torchrun gives each rank a process group of its own);
+    # torchrun then ends rank 1. Its own session, so that the kill could never reach outside the job.
     killed = subprocess.run(
         stream,
         env={**env, "CNNDSL_TEST_KILL_EPOCH": "3"},
