@@ -148,6 +148,7 @@ def test_a_worker_that_dies_ends_the_run_with_an_error(
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.slow  # the 2 s timeout, then DataLoader waits 5 s for the stuck worker before terminating it
 def test_a_worker_that_hangs_ends_the_run_with_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
