@@ -270,7 +270,10 @@ def test_compile_with_weights_errors_name_the_flag(trained: dict[str, Any], tmp_
     assert "linear_0.weight is [3, 288], but the spec's module has [10, 288]" in err
     code, _, err = _run(["compile", str(trained["run"]), "--weights", str(tmp_path / "absent.pt")])
     assert code == 2 and "--weights " in err and "absent.pt: no such file" in err
-    assert not (tmp_path / "w.safetensors").exists()
+    same = str(tmp_path / "m.safetensors")
+    code, _, err = _run(["compile", str(trained["run"]), "-o", same])
+    assert code == 2 and "--weights-out" in err and "the same file as -o" in err
+    assert not (tmp_path / "w.safetensors").exists() and not (tmp_path / "m.safetensors").exists()
 
 
 def test_bad_run_folders_and_weights_name_the_argument(tmp_path: Path, trained: dict[str, Any]) -> None:

@@ -163,6 +163,14 @@ def _compile_trained(args: argparse.Namespace, network: Any, source_name: str) -
     weights_out = args.weights_out
     if weights_out is None and args.output is not None:
         weights_out = os.path.splitext(args.output)[0] + ".safetensors"
+    if (
+        weights_out is not None
+        and args.output is not None
+        and os.path.abspath(weights_out) == os.path.abspath(args.output)
+    ):
+        raise CliError(
+            f"--weights-out {weights_out}: the same file as -o; name the .py and the weights apart"
+        )
     deploy = Deployment(
         classes=classes,
         mean=mean,
