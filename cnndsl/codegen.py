@@ -8,6 +8,12 @@ outputs, as ``Network.to_torch()``.
 Spec text reaches the output only in two forms: names passed through :func:`cnndsl.backend.identifier` (legal
 ASCII identifiers) and ``#`` comments reduced to printable characters (no line breaks). Argument values are
 rendered as Python literals from checked types, never pasted.
+
+Given a :class:`Deployment` (trained weights' classes and normalization, from a run folder), the file also
+carries what inference needs besides the weights: ``CLASSES``, ``MEAN``, ``STD``, ``PIXEL_SCALE``, a
+``preprocess`` function, a ``Normalized`` wrapper with the buffers of :func:`cnndsl.export.with_normalization`,
+and ``load(weights_path)``, which reads a ``.safetensors`` file (without the safetensors package) or a torch
+checkpoint and returns the model ready for raw pixels.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import inspect
 import math
 import textwrap
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, ops
@@ -215,8 +222,121 @@ def _forward_lines(network: Network, lowered: Plan, reserved: set[str]) -> tuple
     return arguments, body
 
 
-def generate(network: Network, logits: bool = False, source: str | None = None) -> str:
-    """The standalone module's source text. ``source`` (the spec's file name) is mentioned in a comment."""
+@dataclass(frozen=True)
+class Deployment:
+    """What trained weights need besides themselves to classify raw pixels, as training recorded it."""
+
+    classes: list[str]
+    """Class names, in the order of the model's outputs."""
+    mean: list[float]
+    """Per-channel mean of the training images, in the training data's pixel scale."""
+    std: list[float]
+    pixel_max: float = 255.0
+    """The training data's white: raw pixels (0..255) are scaled by ``pixel_max / 255`` before normalizing."""
+    weights: str | None = None
+    """The weights file written beside the module, named in its docstring (a hint, not read by the file)."""
+
+
+# The deployment part of a standalone file. ``__MODEL__`` is replaced by the model class's name (a sanitised
+# identifier); the constants above it are written with :func:`literal`.
+_DEPLOY_CODE = '''
+
+def preprocess(pixels: torch.Tensor) -> torch.Tensor:
+    """Raw pixels (N x C x H x W, 0..255, already resized to the input size) -> the normalized input the model
+    was trained on. ``Normalized`` (what ``load`` returns) does this itself."""
+    mean = torch.tensor(MEAN, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    inv_std = 1.0 / torch.tensor(STD, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
+    return (pixels.float() * PIXEL_SCALE - mean) * inv_std
+
+
+class Normalized(nn.Module):
+    """The trained model behind its training normalization: takes raw pixels (0..255) and returns its output.
+    Its buffers are those of cnndsl.export.with_normalization, so state_dicts are interchangeable."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("scale", torch.tensor(PIXEL_SCALE, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("inv_std", 1.0 / torch.tensor(STD, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model((pixels.float() * self.scale - self.mean) * self.inv_std)
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_weights(path: str) -> dict[str, torch.Tensor]:
+    """The state_dict in ``path``: a .safetensors file (read here: 8-byte little-endian header size, a JSON
+    header, then the tensors' bytes), or a torch file (a state_dict or a cnndsl checkpoint, loaded with
+    weights_only=True, so it never runs code)."""
+    if not str(path).endswith(".safetensors"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        inner = state.get("model") if isinstance(state, dict) else None
+        return inner if isinstance(inner, dict) else state
+    with open(path, "rb") as handle:
+        data = handle.read()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    body = memoryview(data)[8 + size :]
+    tensors = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+        # A copy (bytearray): the tensor owns writable memory; frombuffer refuses an empty buffer.
+        raw = bytearray(body[begin:end])
+        flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        tensors[key] = flat.reshape(entry["shape"])
+    return tensors
+
+
+def load(weights_path: str, device: str = "cpu") -> Normalized:
+    """The trained model in eval mode, taking raw pixels: ``load(path)(pixels).argmax(1)`` indexes CLASSES."""
+    model = __MODEL__()
+    model.load_state_dict(read_weights(weights_path))
+    return Normalized(model).to(device).eval()
+'''
+_DEPLOY_NAMES = {
+    "CLASSES",
+    "MEAN",
+    "STD",
+    "PIXEL_SCALE",
+    "preprocess",
+    "Normalized",
+    "read_weights",
+    "load",
+    "json",
+}
+
+
+def _deploy_lines(deploy: Deployment, class_name: str) -> list[str]:
+    if not (len(deploy.mean) == len(deploy.std) and all(s > 0 for s in deploy.std)):
+        raise ValueError("a deployment needs one mean and one positive std per channel")
+    where = literal(deploy.weights) if deploy.weights else '"weights.safetensors"'
+    return [
+        "",
+        "# The trained model: its classes and the normalization it was trained with. Raw pixels in, scores out:",
+        f"#     model = load({comment(where)}); model(pixels)  # pixels: N x C x H x W, 0..255, at the input size",
+        f"CLASSES = {literal([str(c) for c in deploy.classes])}",
+        f"MEAN = {literal(tuple(float(v) for v in deploy.mean))}  # per channel, in the training data's scale",
+        f"STD = {literal(tuple(float(v) for v in deploy.std))}",
+        f"PIXEL_SCALE = {literal(float(deploy.pixel_max) / 255.0)}  # raw 0..255 x PIXEL_SCALE = the training scale",
+        *_DEPLOY_CODE.replace("__MODEL__", class_name).splitlines(),
+    ]
+
+
+def generate(
+    network: Network, logits: bool = False, source: str | None = None, deploy: Deployment | None = None
+) -> str:
+    """The standalone module's source text. ``source`` (the spec's file name) is mentioned in a comment.
+    ``deploy`` adds the trained model's classes, normalization and a ``load(weights_path)`` helper."""
     lowered = plan(network, logits)
     functions = sorted({s.lowering.name for s in lowered.steps if isinstance(s.lowering, TorchFunction)})
     classes = sorted(
@@ -230,7 +350,11 @@ def generate(network: Network, logits: bool = False, source: str | None = None) 
     runtime = list(sources.values())
     runtime_names = set(sources)
     class_name = lowered.class_name
-    if class_name in runtime_names or class_name in {"torch", "nn"}:
+    if (
+        class_name in runtime_names
+        or class_name in {"torch", "nn"}
+        or (deploy and class_name in _DEPLOY_NAMES)
+    ):
         class_name += "Model"
     arguments, body = _forward_lines(network, lowered, runtime_names | {class_name})
     shapes = ", ".join(
@@ -258,6 +382,7 @@ def generate(network: Network, logits: bool = False, source: str | None = None) 
         "",
         "from __future__ import annotations",
         "",
+        *(["import json", ""] if deploy else []),
         "import torch",
         "from torch import nn",
         "",
@@ -276,6 +401,7 @@ def generate(network: Network, logits: bool = False, source: str | None = None) 
         f"    def forward(self{', ' if signature else ''}{signature}) -> {returns}:",
         *("        " + line for line in body),
         "",
+        *(_deploy_lines(deploy, class_name) + [""] if deploy else []),
         "",
         'if __name__ == "__main__":',
         f"    model = {class_name}().eval()",
@@ -290,4 +416,4 @@ def generate(network: Network, logits: bool = False, source: str | None = None) 
     return text
 
 
-__all__ = ["Step", "comment", "generate", "literal"]
+__all__ = ["Deployment", "Step", "comment", "generate", "literal"]

@@ -181,6 +181,61 @@ def test_imports_only_torch(tmp_path: Path) -> None:
     assert result.stdout.strip() == "Stage [(2, 10)]"
 
 
+def test_deployment_adds_classes_normalization_and_load_importing_only_torch_and_json(tmp_path: Path) -> None:
+    """With a Deployment the file also reads a .safetensors file itself; the standard library's json is the only
+    import besides torch."""
+    from safetensors.torch import save_file
+
+    from cnndsl.codegen import Deployment
+    from cnndsl.export import with_normalization
+
+    network = cnndsl.loads(STAGE)
+    mean, std = [float(v) for v in range(16)], [float(v + 1) for v in range(16)]
+    deploy = Deployment([f"c{i}" for i in range(10)], mean, std, pixel_max=1.0, weights="stage.safetensors")
+    source = generate(network, deploy=deploy)
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert imported == {"__future__", "json", "torch"}
+    path = tmp_path / "stage_deployed.py"
+    path.write_text(source, encoding="utf-8")
+    fx = network.to_torch().eval()
+    with torch.no_grad():
+        for p in fx.parameters():
+            p.normal_()
+    state = {k: v.contiguous() for k, v in fx.state_dict().items()}
+    save_file(state, str(tmp_path / "stage.safetensors"))
+    module = import_file(path, "stage_deployed")
+    assert deploy.classes == module.CLASSES and module.PIXEL_SCALE == 1.0 / 255.0
+    loaded = module.load(str(tmp_path / "stage.safetensors"))
+    reference = with_normalization(fx, mean, std, 1.0 / 255.0).eval()
+    assert list(loaded.state_dict()) == list(reference.state_dict())
+    for key, value in reference.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    pixels = torch.randint(0, 256, (2, 16, 32, 32)).float()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels), reference(pixels), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.model(module.preprocess(pixels)), reference(pixels))
+    for dtype in (torch.bfloat16, torch.int64, torch.bool, torch.float64):  # read_weights' every other dtype
+        tensors = {"a": torch.arange(6).reshape(2, 3).to(dtype), "empty": torch.zeros(0, 4, dtype=dtype)}
+        save_file(tensors, str(tmp_path / "t.safetensors"))
+        read = module.read_weights(str(tmp_path / "t.safetensors"))
+        assert all(torch.equal(read[k], v) and read[k].dtype == dtype for k, v in tensors.items())
+
+
+def test_deployment_names_cannot_collide_with_the_class() -> None:
+    from cnndsl.codegen import Deployment
+
+    network = dataclasses.replace(cnndsl.loads(STAGE), name="load")
+    source = generate(network, deploy=Deployment(["a"], [0.0] * 16, [1.0] * 16))
+    assert "class loadModel(nn.Module):" in source and "    model = loadModel()" in source
+    with pytest.raises(ValueError, match="positive std"):
+        generate(network, deploy=Deployment(["a"], [0.0] * 16, [0.0] * 16))
+
+
 # ---------------------------------------------------------------------------------------- escaping ---
 
 HOSTILE_TEXT = [
@@ -245,6 +300,27 @@ def test_hostile_names_cannot_inject_code(text: str, tmp_path: Path) -> None:
     x = torch.randn(1, 16, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), fx(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXT[:4], ids=range(4))
+def test_hostile_class_names_and_weights_names_stay_data(text: str, tmp_path: Path) -> None:
+    """Class names come from folder names: they reach the file only as one string literal each."""
+    from cnndsl.codegen import Deployment
+
+    classes = [text, f"{text}'", f'"""{text}']
+    source = generate(cnndsl.loads(STAGE), deploy=Deployment(classes, [0.5] * 16, [2.0] * 16, weights=text))
+    tree = ast.parse(source)
+    kinds = [type(node).__name__ for node in tree.body]
+    assert kinds.count("ClassDef") == 2 and kinds.count("Import") == 2 and kinds.count("If") == 1
+    assigned = {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    assert ast.literal_eval(assigned["CLASSES"]) == classes
+    path = tmp_path / "hostile_deploy.py"
+    path.write_text(source, encoding="utf-8")
+    assert classes == import_file(path, f"hostile_deploy_{HOSTILE_TEXT.index(text)}").CLASSES
 
 
 def test_comment_and_literal() -> None:

@@ -180,6 +180,100 @@ def test_compile_a_run_folder_writes_its_classifier(trained: dict[str, Any]) -> 
     code, out, err = _run(["compile", str(trained["run"])])
     assert code == 0, err
     assert "nn.Linear(in_features=288, out_features=3)" in out and "out_features=10" not in out
+    assert "CLASSES = ['class0', 'class1', 'class2']" in out and "def load(weights_path" in out
+    assert "weights not copied (--weights-out FILE" in err
+
+
+# Run in a fresh interpreter where cnndsl, safetensors and Pillow cannot be imported: only torch (and the standard
+# library) is there, as on a machine the model is deployed to.
+DEPLOYED = """
+import json, sys
+for name in ("cnndsl", "safetensors", "PIL"):
+    sys.modules[name] = None
+sys.path.insert(0, sys.argv[1])
+import torch
+import model
+
+pixels = torch.load(sys.argv[2], weights_only=True)
+results = {}
+for weights in sys.argv[3:]:
+    deployed = model.load(weights)
+    with torch.no_grad():
+        scores = deployed(pixels)
+    results[weights] = {
+        "scores": scores.tolist(),
+        "top1": [model.CLASSES[i] for i in scores.argmax(dim=1).tolist()],
+        "state": {k: v.tolist() for k, v in deployed.state_dict().items()},
+    }
+print(json.dumps(results))
+"""
+
+
+def test_compiled_run_is_a_deployable_file_with_predicts_top1(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """compile RUN -o model.py writes model.py and model.safetensors; in an interpreter with only torch,
+    ``model.load("model.safetensors")(raw_pixels)`` gives predict's top-1 and probabilities on every image."""
+    import subprocess
+    import sys
+
+    from cnndsl.export import with_normalization
+
+    run, images = trained["run"], trained["images"]
+    target = tmp_path / "deploy" / "model.py"
+    code, _, err = _run(["compile", str(run), "-o", str(target)])
+    assert code == 0, err
+    weights = target.with_suffix(".safetensors")
+    assert (
+        "with its 3 classes and normalization" in err
+        and f"{weights}: the weights of {run / 'best.pt'}" in err
+    )
+    raw = torch.from_numpy(np.stack([decode_image(p, (3, 12, 12))[0] for p in images]).astype(np.float32))
+    torch.save(raw, tmp_path / "pixels.pt")
+    done = subprocess.run(
+        [sys.executable, "-c", DEPLOYED, str(target.parent), str(tmp_path / "pixels.pt"), str(weights),
+         str(run / "best.pt")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    from_safetensors, from_checkpoint = results[str(weights)], results[str(run / "best.pt")]
+    assert from_safetensors == from_checkpoint  # load() reads the run's best.pt as well
+
+    code, out, err = _run(["predict", str(run), *map(str, images), "--format", "json", "-k", "1"])
+    assert code == 0, err
+    predicted = json.loads(out)
+    assert from_safetensors["top1"] == [entry["top"][0]["class"] for entry in predicted]
+    assert len(set(from_safetensors["top1"])) > 1, "one class everywhere would make this too easy"
+    for scores, entry in zip(from_safetensors["scores"], predicted, strict=True):
+        assert max(scores) == pytest.approx(entry["top"][0]["probability"], abs=1e-6)  # softmax kept
+    # Its Normalized is cnndsl.export.with_normalization: the same buffers, the same outputs.
+    best = torch.load(run / "best.pt", weights_only=True)
+    module = cnndsl.load(run / "small.cnn").to_torch()
+    module.load_state_dict(best["model"])
+    reference = with_normalization(module, best["normalize"]["mean"], best["normalize"]["std"]).eval()
+    state = reference.state_dict()
+    assert from_safetensors["state"].keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(torch.tensor(from_safetensors["state"][key]), value), key
+    with torch.no_grad():
+        expected = reference(raw)
+    torch.testing.assert_close(torch.tensor(from_safetensors["scores"]), expected, rtol=0, atol=1e-6)
+
+
+def test_compile_with_weights_errors_name_the_flag(trained: dict[str, Any], tmp_path: Path) -> None:
+    code, _, err = _run(["compile", str(trained["spec"]), "--weights-out", str(tmp_path / "w.safetensors")])
+    assert code == 2 and "--weights-out needs trained weights" in err
+    # The original spec still says linear(10): the run's 3-class weights do not fit the module it compiles to.
+    code, _, err = _run(["compile", str(trained["spec"]), "--weights", str(trained["run"] / "best.pt")])
+    assert code == 1 and "--weights " in err and "compile the run folder" in err, err
+    assert "linear_0.weight is [3, 288], but the spec's module has [10, 288]" in err
+    code, _, err = _run(["compile", str(trained["run"]), "--weights", str(tmp_path / "absent.pt")])
+    assert code == 2 and "--weights " in err and "absent.pt: no such file" in err
+    same = str(tmp_path / "m.safetensors")
+    code, _, err = _run(["compile", str(trained["run"]), "-o", same])
+    assert code == 2 and "--weights-out" in err and "the same file as -o" in err
+    assert not (tmp_path / "w.safetensors").exists() and not (tmp_path / "m.safetensors").exists()
 
 
 def test_bad_run_folders_and_weights_name_the_argument(tmp_path: Path, trained: dict[str, Any]) -> None:

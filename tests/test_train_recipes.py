@@ -71,7 +71,7 @@ def _trainer(tmp_path: Path, spec: str = PLAIN, logs: list[str] | None = None, *
 
 
 def test_accumulating_k_batches_equals_one_batch_k_times_larger(tmp_path: Path) -> None:
-    common = {"optimizer": "sgd", "lr": 0.1, "schedule": "cosine", "label_smoothing": 0.1}
+    common: dict[str, Any] = {"optimizer": "sgd", "lr": 0.1, "schedule": "cosine", "label_smoothing": 0.1}
     small = _trainer(tmp_path, batch_size=8, accumulate=4, out=str(tmp_path / "a"), **common)
     large = _trainer(tmp_path, batch_size=32, out=str(tmp_path / "b"), **common)
     assert small.steps_per_epoch == large.steps_per_epoch == 3
@@ -87,22 +87,37 @@ def test_accumulating_k_batches_equals_one_batch_k_times_larger(tmp_path: Path) 
 
 def test_ema_weights_differ_from_raw_and_are_saved_as_best_ema(tmp_path: Path) -> None:
     logs: list[str] = []
-    trainer = _trainer(tmp_path, WITH_BN, logs, epochs=2, batch_size=16, ema=0.9, lr=0.01)
+    trainer = _trainer(tmp_path, WITH_BN, logs, epochs=3, batch_size=16, ema=0.9, lr=0.01)
+    # The averaged and the raw weights as each epoch ends, just before its checkpoints are written.
+    averages: dict[int, dict[str, torch.Tensor]] = {}
+    raws: dict[int, dict[str, torch.Tensor]] = {}
+    save = trainer._save
+
+    def snapshot_then_save(improved: bool, ema_improved: bool = False) -> None:
+        averages[trainer.epoch] = {k: v.clone() for k, v in trainer.ema_state_dict().items()}
+        raws[trainer.epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        save(improved, ema_improved)
+
+    trainer._save = snapshot_then_save  # type: ignore[method-assign]
     result = trainer.run()
     last = torch.load(trainer.out / "last.pt", weights_only=True)
     saved = torch.load(trainer.out / "best_ema.pt", weights_only=True)
     # torch's AveragedModel keeps the average under "module."; best_ema.pt holds it under the model's own keys.
     averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
     assert saved["model"].keys() == last["model"].keys() == averaged.keys()
-    if trainer.best_ema["epoch"] == 2:
-        assert all(torch.equal(saved["model"][k], averaged[k]) for k in averaged)
+    assert all(torch.equal(averaged[k], averages[3][k]) for k in averaged)
+    # best_ema.pt holds the average of the epoch with the best EMA accuracy, best.pt the raw weights of its own.
+    records = read_jsonl(trainer.out / "metrics.jsonl")
+    best_ema = max(range(3), key=lambda i: (records[i]["val_acc_ema"], -i)) + 1
+    assert trainer.best_ema["epoch"] == saved["best_ema"]["epoch"] == best_ema
+    assert all(torch.equal(saved["model"][k], averages[best_ema][k]) for k in averages[best_ema])
+    best = torch.load(trainer.out / "best.pt", weights_only=True)
+    assert result.best_epoch is not None
+    assert all(torch.equal(best["model"][k], raws[result.best_epoch][k]) for k in raws[result.best_epoch])
     differs = [k for k in averaged if not torch.equal(averaged[k], last["model"][k])]
     assert any("weight" in k for k in differs) and any("running_mean" in k for k in differs)
-    # EMA = decay * EMA + (1 - decay) * w after every step: recompute the last update from the state before it.
-    records = read_jsonl(trainer.out / "metrics.jsonl")
     assert all(r["val_acc_ema"] is not None for r in records)
     assert "(EMA " in logs[-1]
-    assert result.best_epoch is not None
 
 
 def _spec_file(tmp_path: Path, text: str) -> str:
@@ -224,7 +239,7 @@ def _config(argv: list[str]) -> TrainConfig:
 
 def test_every_config_field_with_help_is_a_flag_with_that_help() -> None:
     parser = build_parser()
-    train = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    train = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr,index]
     options = {o: a for a in train._actions for o in a.option_strings}
     fields = cli_fields()
     assert len(fields) > 30

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from train_hooks import hooked_env
 
 import cnndsl
 from cnndsl.train import TrainConfig, Trainer
-from cnndsl.train.data import StreamedSet, load_folder
+from cnndsl.train.data import DataSet, StreamedSet, load_folder
 from cnndsl.train.errors import DataError, TrainError
 from cnndsl.train.metrics import read_jsonl
 
@@ -115,6 +116,7 @@ def test_bad_images_while_streaming_are_skipped_and_listed_or_fatal(tmp_path: Pa
         "skipped 2 unreadable image file(s)" in report and str(broken) in report and str(truncated) in report
     )
     in_memory = load_folder(data, (3, 16, 16), 0.25, cache_dir=tmp_path / "c2")
+    assert isinstance(in_memory, DataSet)
     assert in_memory.warnings == streamed.warnings
     assert np.array_equal(in_memory.y_train, streamed.y_train)
     assert np.array_equal(in_memory.x_train, streamed.train.read(np.arange(len(streamed.y_train))))
@@ -144,6 +146,31 @@ def test_a_worker_that_dies_ends_the_run_with_an_error(
     with pytest.raises(TrainError, match=r"--workers 1: a data-loading worker process failed .* --resume"):
         trainer.run()
     assert time.monotonic() - started < 120
+
+
+@pytest.mark.slow  # the 2 s timeout, then DataLoader waits 5 s for the stuck worker before terminating it
+def test_a_worker_that_hangs_ends_the_run_with_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker stuck (on a dead network file system, say) produces nothing: after LOADER_TIMEOUT_S the run ends
+    with the same clear error instead of waiting for ever."""
+    from cnndsl.train import source
+
+    real = source._RowsBatches.__getitem__
+
+    def stuck(self: Any, item: Any) -> Any:
+        if torch.utils.data.get_worker_info() is not None:
+            time.sleep(3600)
+        return real(self, item)
+
+    monkeypatch.setattr(source._RowsBatches, "__getitem__", stuck)
+    monkeypatch.setattr(source, "LOADER_TIMEOUT_S", 2)
+    data = _folder(tmp_path / "images", 4)
+    trainer = _train(tmp_path, "run", data, memory_budget=1, workers=1, epochs=1)
+    started = time.monotonic()
+    with pytest.raises(TrainError, match=r"--workers 1: a data-loading worker process failed .*timed out"):
+        trainer.run()
+    assert time.monotonic() - started < 60
 
 
 # ------------------------------------------------------------------------------------------- whole runs ---
@@ -216,35 +243,30 @@ def _command(spec: Path, data: Path, out: Path, cache: Path, *extra: str) -> lis
 
 @pytest.mark.slow
 def test_sigkill_during_a_streamed_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """The process kills itself and its loader workers with SIGKILL after two batches of epoch 3 (the hook of
+    tests/train_hooks.py), while the workers stream; --resume then ends where an uninterrupted run ends."""
     spec = tmp_path / "stream.cnn"
     spec.write_text(SPEC)
     data = _folder(tmp_path / "images", 24)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = hooked_env(tmp_path / "hooks")
     whole, broken, cache = tmp_path / "whole", tmp_path / "broken", tmp_path / "cache"
     subprocess.run(_command(spec, data, whole, cache), env=env, check=True, capture_output=True)
-    victim = subprocess.Popen(
+    killed = subprocess.run(
         _command(spec, data, broken, cache),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        env={**env, "CNNDSL_TEST_KILL_EPOCH": "3"},
+        capture_output=True,
         text=True,
+        start_new_session=True,  # the hook kills its process group: nothing outside this run
+        timeout=600,
     )
-    deadline = time.monotonic() + 300
-    records: list[dict[str, Any]] = []
-    while len(records) < 2 and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-        records = read_jsonl(broken / "metrics.jsonl") if (broken / "metrics.jsonl").exists() else []
-    time.sleep(0.05)  # into the next epoch, while its workers stream
-    alive = victim.poll() is None
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert alive, "the run ended before it could be killed"
-    done = torch.load(broken / "last.pt", weights_only=True)["epoch"]
-    assert 2 <= done < 6
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "epoch 2/6" in killed.stdout and "epoch 3/6" not in killed.stdout
+    assert torch.load(broken / "last.pt", weights_only=True)["epoch"] == 2
     resumed = subprocess.run(
         _command(spec, data, broken, cache, "--resume"), env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert "after epoch 2 of 6" in resumed.stdout
     expected, actual = read_jsonl(whole / "metrics.jsonl"), read_jsonl(broken / "metrics.jsonl")
     assert [[r[k] for k in EXACT] for r in actual] == [[r[k] for k in EXACT] for r in expected]
     final_whole = torch.load(whole / "last.pt", weights_only=True)["model"]

@@ -18,10 +18,13 @@ RUN_HELP = "a .cnn spec, or a run folder of cnndsl train (its spec, with the cla
 def register(subparsers: Any) -> None:
     compile_parser = subparsers.add_parser(
         "compile",
-        help="write a standalone PyTorch module (.py) for a spec",
+        help="write a standalone PyTorch module (.py) for a spec or a trained run",
         description=(
             "Write a standalone Python file (it imports only torch) defining the network as a torch.nn.Module "
-            "with the same state_dict keys and outputs as Network.to_torch()."
+            "with the same state_dict keys and outputs as Network.to_torch(). Given a run folder (or --weights), "
+            "the file also carries the trained classes and normalization and a load(weights_path) helper, and "
+            'the weights are written beside it as .safetensors: `import model; m = model.load("model.safetensors"); '
+            "m(raw_pixels)`."
         ),
     )
     add_spec_arguments(compile_parser, file_help=RUN_HELP)
@@ -30,6 +33,23 @@ def register(subparsers: Any) -> None:
     )
     compile_parser.add_argument(
         "--logits", action="store_true", help="drop a trailing softmax, so the module returns logits"
+    )
+    compile_parser.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="trained weights to deploy: a cnndsl checkpoint, .safetensors or a state_dict (default with a run "
+        "folder: its best.pt)",
+    )
+    compile_parser.add_argument(
+        "--weights-out",
+        metavar="FILE",
+        help="where to write the weights as .safetensors (default with -o model.py: model.safetensors beside it)",
+    )
+    compile_parser.add_argument(
+        "--match",
+        choices=("name", "order"),
+        default="name",
+        help="pair --weights tensors by key (default) or by registration order (other frameworks' checkpoints)",
     )
     compile_parser.set_defaults(handler=run_compile)
 
@@ -86,20 +106,107 @@ def run_compile(args: argparse.Namespace) -> int:
     from .train import resolve_run
 
     source_name = args.file
-    resolve_run(args, weights=False)
+    run = resolve_run(args, weights=False)
+    if run is not None and args.weights is None:
+        args.weights = str(run.weights)
+    if args.weights_out and not args.weights:
+        raise CliError("--weights-out needs trained weights: give a run folder or --weights FILE")
     network = load_network(args)
     from ..codegen import generate
 
-    source = generate(network, logits=args.logits, source=args.file)
+    if not args.weights:
+        source = generate(network, logits=args.logits, source=args.file)
+        if args.output is None:
+            sys.stdout.write(source)
+            return 0
+        write_output(args.output, source)
+        print(
+            f"{args.output}: class {_class_line(source)} ({len(network.layers)} layers) written from {source_name}",
+            file=sys.stderr,
+        )
+        return 0
+    return _compile_trained(args, network, source_name)
+
+
+def _compile_trained(args: argparse.Namespace, network: Any, source_name: str) -> int:
+    """The module source with the trained model's classes, normalization and ``load``; the weights beside it."""
+    import os
+
+    from ..codegen import Deployment, generate
+    from ..train.checkpoint import to_safetensors
+    from .train import normalization_of
+
+    if len(network.inputs) != 1:
+        raise CliError(
+            f"--weights: deploying needs a network with one input; {network.name} has {len(network.inputs)}"
+        )
+    module, state = _load_weights(network, args)
+    # The file's class is built from the spec: the weights must fit it as they are (a run folder's spec does; a
+    # spec whose classifier training replaced does not).
+    expected = {k: tuple(v.shape) for k, v in network.to_torch(logits=args.logits).state_dict().items()}
+    loaded = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    if loaded != expected:
+        keys = [*expected, *(k for k in loaded if k not in expected)]  # registration order, then extra keys
+        differ = next(k for k in keys if loaded.get(k) != expected.get(k))
+        raise CliError(
+            f"--weights {args.weights}: tensor {differ} is {list(loaded.get(differ, ()))}, but the spec's module "
+            f"has {list(expected.get(differ, ()))}; compile the run folder, whose spec matches its weights",
+            exit_code=1,
+        )
+    mean, std, pixel_max = normalization_of(
+        state, int(network.inputs[0].shape[0]), f"--weights {args.weights}"
+    )
+    classes = [str(c) for c in (state or {}).get("classes") or []]
+    outputs = int(network.outputs[0].shape[0]) if len(network.outputs[0].shape) == 1 else 0
+    if len(classes) < outputs:  # a bare state_dict names no classes: their indices
+        classes += [str(i) for i in range(len(classes), outputs)]
+    weights_out = args.weights_out
+    if weights_out is None and args.output is not None:
+        weights_out = os.path.splitext(args.output)[0] + ".safetensors"
+    if (
+        weights_out is not None
+        and args.output is not None
+        and os.path.abspath(weights_out) == os.path.abspath(args.output)
+    ):
+        raise CliError(
+            f"--weights-out {weights_out}: the same file as -o; name the .py and the weights apart"
+        )
+    deploy = Deployment(
+        classes=classes,
+        mean=mean,
+        std=std,
+        pixel_max=pixel_max,
+        weights=os.path.basename(weights_out) if weights_out else None,
+    )
+    source = generate(network, logits=args.logits, source=args.file, deploy=deploy)
+    if weights_out is not None:
+        saved = dict(state or {})
+        saved["model"] = module.state_dict()
+        saved.setdefault("network", network.name)
+        saved.setdefault("input_shape", list(network.inputs[0].shape))
+        saved.setdefault("classes", classes)
+        saved.setdefault("normalize", {"mean": mean, "std": std})
+        saved.setdefault("pixel_max", pixel_max)
+        write_output(weights_out, to_safetensors(saved))
     if args.output is None:
         sys.stdout.write(source)
-        return 0
-    write_output(args.output, source)
-    layers = len(network.layers)
-    print(
-        f"{args.output}: class {_class_line(source)} ({layers} layers) written from {source_name}",
-        file=sys.stderr,
-    )
+    else:
+        write_output(args.output, source)
+        print(
+            f"{args.output}: class {_class_line(source)} ({len(network.layers)} layers) written from {source_name}, "
+            f"with its {len(classes)} classes and normalization and load(weights_path)",
+            file=sys.stderr,
+        )
+    if weights_out is not None:
+        print(
+            f"{weights_out}: the weights of {args.weights} ({len(module.state_dict()):,} tensors)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"weights not copied (--weights-out FILE writes them as .safetensors); load() also reads {args.weights}",
+            file=sys.stderr,
+        )
     return 0
 
 
