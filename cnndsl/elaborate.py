@@ -333,9 +333,13 @@ class Elaborator:
                     scope.defaults = self.defaults(stmt, scope, scope.defaults)
                 elif isinstance(stmt, Assign):
                     self._check_new_name(stmt.name, stmt.name_span, scope)
-                    # Bind first, so later uses of a name whose definition fails stay quiet.
-                    scope.tensors[stmt.name] = POISON
-                    current = self.apply(stmt.expr, scope, current, head=True)
+                    # The right-hand side still sees the name's old tensor (`x = x -> relu`); if it fails, the
+                    # name is poisoned, so later uses of it stay quiet.
+                    try:
+                        current = self.apply(stmt.expr, scope, current, head=True)
+                    except BaseException:
+                        scope.tensors[stmt.name] = POISON
+                        raise
                     scope.tensors[stmt.name] = current
                     self._assert_shape(stmt.shape, current, scope)
                 elif isinstance(stmt, ExprStmt):
@@ -370,15 +374,20 @@ class Elaborator:
                 raise LocatedError(span, f"'{name}' is assigned twice in one statement")
             seen.add(name)
             self._check_new_name(name, span, scope)
-            scope.tensors[name] = POISON
-        refs = self.apply_many(stmt.expr, scope, current, head=True)
-        if len(refs) != len(stmt.names):
-            got = f"{len(refs)} tensor{'s' if len(refs) != 1 else ''}"
-            raise LocatedError(
-                stmt.expr.span,
-                f"{_describe_source(stmt.expr)} gives {got}, but {len(stmt.names)} names are assigned "
-                f"({', '.join(stmt.names)})",
-            )
+        # As for `x = ...`: the right-hand side sees the names' old tensors (`x, s = x -> Down(64)`).
+        try:
+            refs = self.apply_many(stmt.expr, scope, current, head=True)
+            if len(refs) != len(stmt.names):
+                got = f"{len(refs)} tensor{'s' if len(refs) != 1 else ''}"
+                raise LocatedError(
+                    stmt.expr.span,
+                    f"{_describe_source(stmt.expr)} gives {got}, but {len(stmt.names)} names are assigned "
+                    f"({', '.join(stmt.names)})",
+                )
+        except BaseException:
+            for name in stmt.names:
+                scope.tensors[name] = POISON
+            raise
         for name, ref in zip(stmt.names, refs, strict=True):
             scope.tensors[name] = ref
         if any(r.shape is None for r in refs):

@@ -737,3 +737,83 @@ def test_new_nodes_keep_the_spans_they_come_from() -> None:
         5,
         5,
     )
+
+
+# ------------------------------------------------------------------------------------- rebinding ---
+
+
+def test_rebinding_a_name_to_a_chain_that_starts_from_itself() -> None:
+    """``x = x -> relu`` reads the old x and binds the new one; statements after it continue as usual, in a
+    network and in a block. torch, written by hand, is the oracle."""
+    n = net(
+        """
+        block B(c) {
+            x = conv(c, 3, padding=1)
+            x = x -> relu                           # the old x, then the new one
+            x = x -> conv(c, 1)                     : [c, 6, 6]
+            add(x | in -> conv(c, 1))
+        }
+        network N(image: [3, 6, 6]) {
+            y = conv(4, 1)
+            y = y -> B(4) -> tanh
+            conv(2, 1)
+            add(identity | y -> conv(2, 1))
+        }
+        """
+    )
+    assert n.outputs[0].shape == (2, 6, 6)
+    model = n.to_torch().double().eval()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (3, 4, (1, 1)),
+        (4, 4, (3, 3)),
+        (4, 4, (1, 1)),
+        (4, 4, (1, 1)),
+        (4, 2, (1, 1)),
+        (4, 2, (1, 1)),
+    ]
+    image = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    f = nn.functional
+
+    def block(y: torch.Tensor) -> torch.Tensor:
+        x = convs[1](y)
+        x = f.relu(x)
+        x = convs[2](x)
+        return x + convs[3](y)
+
+    y = torch.tanh(block(convs[0](image)))
+    expected = convs[4](y) + convs[5](y)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image), expected, rtol=0, atol=1e-12)
+
+
+def test_rebinding_by_destructuring_reads_the_old_tensor() -> None:
+    n = net(
+        """
+        block Two(c) {
+            return conv(c, 1), in
+        }
+        network N(image: [3, 6, 6]) {
+            x = conv(4, 1)
+            x, s = x -> Two(8)
+            add(x | s -> conv(8, 1))
+        }
+        """
+    )
+    assert n.outputs[0].shape == (8, 6, 6)
+    add = n.nodes[-1]
+    assert [n.nodes[i].path for i in add.inputs] == ["Two.0/conv.0", "conv.1"]
+    assert n.nodes[n.nodes[-2].inputs[0]].path == "conv.0"  # s is the block's input, the first x
+
+
+def test_a_failed_rebinding_still_silences_later_uses() -> None:
+    assert errors(
+        """
+        network N(image: [3, 6, 6]) {
+            x = conv(4, 1)
+            x = x -> conv(4, 9)
+            x -> relu
+            conv(2, 1)
+        }
+        """
+    ) == ["4:22: conv kernel 9x9 is larger than its input 6x6"]
