@@ -414,6 +414,16 @@ class Elaborator:
                 stmt.name_span, f"'{stmt.name}' is already a tensor in this body; a param needs a new name"
             )
         scope.tensors[stmt.name] = POISON
+        if scope.counters:
+            # torch's state_dict lists a module's own parameters before its submodules' tensors, so a param
+            # written after a layer could not be registered where it is written: refuse it rather than move it.
+            raise LocatedError(
+                stmt.name_span,
+                f"param {stmt.name} is written after the layers of its body; torch registers a block's own "
+                "parameters before its layers, so write every param first in the body",
+                self._first_layer_note(scope),
+                code="param-after-layers",
+            )
         shape = self._shape_value(stmt.shape, scope, "param shape")
         init = self.value(stmt.init, scope)
         if isinstance(init, bool) or not isinstance(init, int | float) or not math.isfinite(init):
@@ -423,6 +433,22 @@ class Elaborator:
         args = {"shape": shape, "init": float(init)}
         node = self._add_node(PARAMETER_OP, args, scope.prefix + stmt.name, stmt.span, scope, [], shape)
         scope.tensors[stmt.name] = Ref(node.id, shape)
+
+    def _first_layer_note(self, scope: Scope) -> tuple[str, ...]:
+        """Where the body's first layer is written, as a note. The body's nodes are the newest ones, those
+        under its path prefix (an error path: the scan is bounded by the error limit)."""
+        first: Node | None = None
+        for node in reversed(self.nodes):
+            if not node.path.startswith(scope.prefix):
+                break
+            if node.op not in (INPUT_OP, PARAMETER_OP):
+                first = node
+        if first is None:
+            return ()
+        depth = len(scope.frames)
+        # A layer inside a block called from this body is shown at the call.
+        span = first.frames[depth].span if len(first.frames) > depth else first.span
+        return (f"the first layer of this body is written at {span}",)
 
     def _condition(self, expr: Expr, scope: Scope) -> bool:
         """Evaluate a condition, which must be exactly true or false."""

@@ -817,3 +817,49 @@ def test_a_failed_rebinding_still_silences_later_uses() -> None:
         }
         """
     ) == ["4:22: conv kernel 9x9 is larger than its input 6x6"]
+
+
+def test_param_after_a_layer_of_its_body_is_refused() -> None:
+    """torch lists a module's own parameters before its submodules' tensors, so a param can only be registered
+    where it is written if it is written before the body's layers: anywhere else is an error."""
+    assert errors(
+        """
+        block B(c) {
+            conv(c, 1)
+            if c > 2 {
+                param g: [c, 1, 1] = 2
+            }
+            mul(identity | g)
+        }
+        network N(image: [3, 6, 6]) {
+            B(4)
+            param h: [4] = 1
+        }
+        """
+    ) == [
+        "5:15: param g is written after the layers of its body; torch registers a block's own parameters "
+        "before its layers, so write every param first in the body",
+        "11:11: param h is written after the layers of its body; torch registers a block's own parameters "
+        "before its layers, so write every param first in the body",
+    ]
+    # Before the layers (after lets, defaults, other params and layer-free statements) it is accepted, and the
+    # state_dict lists the tensors in the written order.
+    n = net(
+        """
+        block B(c) {
+            let k = 1
+            param g: [c, 1, 1] = 2
+            defaults conv(bias=false)
+            identity
+            param s: [c] = 3
+            conv(c, k) -> mul(identity | g) -> mul(identity | s)
+        }
+        network N(image: [3, 6, 6]) {
+            param t: [3, 1, 1] = 1
+            mul(identity | t) -> B(4)
+        }
+        """
+    )
+    model = n.to_torch()
+    assert list(model.state_dict()) == ["t", "B_0.g", "B_0.s", "B_0.conv_0.weight"]
+    assert [x.path for x in n.nodes if x.op in ("parameter", "conv")] == ["t", "B.0/g", "B.0/s", "B.0/conv.0"]
