@@ -376,6 +376,18 @@ class Elaborator:
             self._check_new_name(name, span, scope)
         # As for `x = ...`: the right-hand side sees the names' old tensors (`x, s = x -> Down(64)`).
         try:
+            if stmt.shapes and len(stmt.shapes) != len(stmt.names):
+                # Known from the text alone: said before the right-hand side is checked.
+                count = len(stmt.shapes)
+                assert stmt.shapes_span is not None
+                extra = stmt.shapes[len(stmt.names)] if count > len(stmt.names) else None
+                span = _join(extra.span, stmt.shapes[-1].span) if extra is not None else stmt.shapes_span
+                raise LocatedError(
+                    span,
+                    f"{count} shape{' is' if count == 1 else 's are'} asserted for {len(stmt.names)} names "
+                    f"({', '.join(stmt.names)}); assert one shape per name",
+                    code="shape-assertion-count",
+                )
             refs = self.apply_many(stmt.expr, scope, current, head=True)
             if len(refs) != len(stmt.names):
                 got = f"{len(refs)} tensor{'s' if len(refs) != 1 else ''}"
@@ -383,6 +395,7 @@ class Elaborator:
                     stmt.expr.span,
                     f"{_describe_source(stmt.expr)} gives {got}, but {len(stmt.names)} names are assigned "
                     f"({', '.join(stmt.names)})",
+                    code="destructure-count",
                 )
         except BaseException:
             for name in stmt.names:
@@ -392,6 +405,8 @@ class Elaborator:
             scope.tensors[name] = ref
         if any(r.shape is None for r in refs):
             raise _Poisoned()
+        for name, ref, shape in zip(stmt.names, refs, stmt.shapes, strict=False):
+            self._assert_shape(shape, ref, scope, name)
         return refs[0]
 
     def _let(self, stmt: Let, scope: Scope) -> None:
@@ -473,7 +488,9 @@ class Elaborator:
         if name in scope.values:
             raise LocatedError(span, f"tensor name '{name}' would shadow the parameter {name}")
 
-    def _assert_shape(self, expr: Expr | None, ref: Ref, scope: Scope) -> None:
+    def _assert_shape(self, expr: Expr | None, ref: Ref, scope: Scope, name: str | None = None) -> None:
+        """Check ``ref``'s shape against the assertion ``expr`` (``name``: the tensor's, when several are
+        asserted in one statement)."""
         if expr is None or ref.shape is None:
             return
         expected = self.value(expr, scope)
@@ -490,7 +507,8 @@ class Elaborator:
         ):
             raise LocatedError(
                 expr.span,
-                f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}",
+                f"shape assertion failed{f' for {name}' if name else ''}: expected {shown}, "
+                f"got {fmt_shape(ref.shape)}",
                 code="shape-assertion",
             )
 
@@ -1307,6 +1325,11 @@ def _show(value: Any, limit: int = MAX_CALL_TEXT) -> str:
         return f"{value:g}"
     text = str(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _join(first: Span, last: Span) -> Span:
+    """The span from the start of ``first`` to the end of ``last``."""
+    return Span(first.file, first.line, first.column, last.end_line, last.end_column)
 
 
 def _describe_expr(expr: Expr) -> str:

@@ -184,12 +184,16 @@ class Assign:
 
 @dataclass(frozen=True)
 class MultiAssign:
-    """``a, b = expr``: takes apart the several tensors a block returns."""
+    """``a, b = expr``: takes apart the several tensors a block returns. ``shapes`` are the asserted shapes
+    (``a, b = Down(64) : [64, 32, 32], [64, 64, 64]``), one per name when written, else empty; ``shapes_span``
+    covers all of them (None when there are none)."""
 
     names: tuple[str, ...]
     name_spans: tuple[Span, ...]
     expr: Expr
     span: Span
+    shapes: tuple[Expr, ...] = ()
+    shapes_span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -712,10 +716,21 @@ class _ToAst(Transformer[Token, Any]):
 
     @v_args(meta=True, inline=False)
     def multi_assign(self, meta: Any, children: list[Any]) -> MultiAssign:
-        *names, expr = children
+        *names, expr, shapes = children
+        asserted: tuple[Expr, ...] = shapes.items if isinstance(shapes, ListExpr) else ()
         return MultiAssign(
-            tuple(n.value for n in names), tuple(self._tok(n) for n in names), expr, self._span(meta)
+            tuple(n.value for n in names),
+            tuple(self._tok(n) for n in names),
+            expr,
+            self._span(meta),
+            asserted,
+            shapes.span if isinstance(shapes, ListExpr) else None,
         )
+
+    @v_args(meta=True, inline=False)
+    def shapes(self, meta: Any, items: list[Expr]) -> ListExpr:
+        # Carried to multi_assign as a list expression that spans every asserted shape (for located errors).
+        return ListExpr(tuple(items), self._span(meta))
 
     def let_stmt(self, meta: Any, name: Token, expr: Expr) -> Let:
         return Let(name.value, self._tok(name), expr, self._span(meta))

@@ -863,3 +863,53 @@ def test_param_after_a_layer_of_its_body_is_refused() -> None:
     model = n.to_torch()
     assert list(model.state_dict()) == ["t", "B_0.g", "B_0.s", "B_0.conv_0.weight"]
     assert [x.path for x in n.nodes if x.op in ("parameter", "conv")] == ["t", "B.0/g", "B.0/s", "B.0/conv.0"]
+
+
+# ------------------------------------------------------------------------- destructuring assertions ---
+
+DOWN = """
+defaults conv(padding=same)
+block Down(c) {
+    skip = conv(c, 3) -> relu
+    return skip -> maxpool(2), skip
+}
+"""
+
+
+def test_destructuring_asserts_one_shape_per_name() -> None:
+    """``a, b = Down(64) : [..], [..]``: as ``x = conv(...) : [..]``, one shape per name, ``?`` matches any."""
+    n = net(
+        DOWN
+        + """
+        network N(image: [3, 32, 32]) {
+            x, s1 = Down(8)                 : [8, 16, 16], [8, 32, 32]
+            x, s2 = x -> Down(16)           : [16, ?, ?], [?, 16, 16]
+            concat(x -> upsample(2) | s2)   : [32, 16, 16]
+        }
+        """
+    )
+    assert n.outputs[0].shape == (32, 16, 16)
+
+
+def test_destructuring_assertion_errors_are_located() -> None:
+    head = textwrap.dedent(DOWN)  # 6 lines: the network starts at line 7
+    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 16, 16]\n}") == [
+        "8:35: shape assertion failed for s: expected [8, 16, 16], got [8, 32, 32]"
+    ]
+    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16]\n}") == [
+        "8:22: 1 shape is asserted for 2 names (x, s); assert one shape per name"
+    ]
+    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 32, 32], [1]\n}") == [
+        "8:48: 3 shapes are asserted for 2 names (x, s); assert one shape per name"
+    ]
+    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], 3\n}") == [
+        "8:35: a shape assertion is a list like [C, H, W] (? matches any), got 3"
+    ]
+    # A wrong count poisons the names: the lines after it stay quiet.
+    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16]\n    s -> relu\n}") == [
+        "8:22: 1 shape is asserted for 2 names (x, s); assert one shape per name"
+    ]
+    # One name takes one shape: several after a single assignment stay a syntax error.
+    with pytest.raises(SpecError) as info:
+        net(head + "network N(image: [3, 32, 32]) {\n    x = conv(3, 1) : [3, 32, 32], [3, 32, 32]\n}")
+    assert info.value.diagnostics[0].code.startswith("syntax")
