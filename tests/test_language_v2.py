@@ -893,22 +893,22 @@ def test_destructuring_asserts_one_shape_per_name() -> None:
 
 def test_destructuring_assertion_errors_are_located() -> None:
     head = textwrap.dedent(DOWN)  # 6 lines: the network starts at line 7
-    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 16, 16]\n}") == [
-        "8:35: shape assertion failed for s: expected [8, 16, 16], got [8, 32, 32]"
-    ]
+    assert errors(
+        head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 16, 16]\n}"
+    ) == ["8:35: shape assertion failed for s: expected [8, 16, 16], got [8, 32, 32]"]
     assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16]\n}") == [
         "8:22: 1 shape is asserted for 2 names (x, s); assert one shape per name"
     ]
-    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 32, 32], [1]\n}") == [
-        "8:48: 3 shapes are asserted for 2 names (x, s); assert one shape per name"
-    ]
+    assert errors(
+        head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 32, 32], [1]\n}"
+    ) == ["8:48: 3 shapes are asserted for 2 names (x, s); assert one shape per name"]
     assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], 3\n}") == [
         "8:35: a shape assertion is a list like [C, H, W] (? matches any), got 3"
     ]
     # A wrong count poisons the names: the lines after it stay quiet.
-    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16]\n    s -> relu\n}") == [
-        "8:22: 1 shape is asserted for 2 names (x, s); assert one shape per name"
-    ]
+    assert errors(
+        head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16]\n    s -> relu\n}"
+    ) == ["8:22: 1 shape is asserted for 2 names (x, s); assert one shape per name"]
     # One name takes one shape: several after a single assignment stay a syntax error.
     with pytest.raises(SpecError) as info:
         net(head + "network N(image: [3, 32, 32]) {\n    x = conv(3, 1) : [3, 32, 32], [3, 32, 32]\n}")
