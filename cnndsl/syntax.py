@@ -378,6 +378,7 @@ class _PostLexer:
                     raise LocatedError(
                         _token_span(self.file, token),
                         f"brackets nested more than {MAX_NESTING} deep",
+                        code="syntax",
                     )
             elif kind in _CLOSERS:
                 if stack and _OPENERS[stack[-1].type] == kind:
@@ -391,6 +392,7 @@ class _PostLexer:
                         _token_span(self.file, token),
                         f"expression nested more than {MAX_NESTING} deep (brackets and arithmetic operators "
                         "count); split it or use a block parameter",
+                        code="syntax",
                     )
             elif kind in _SIBLINGS or (kind in ("LBRACE", "RBRACE") and not stack):
                 nested_operators -= operators[-1]
@@ -413,6 +415,7 @@ class _PostLexer:
                 raise LocatedError(
                     _token_span(self.file, opener),
                     f"unclosed '{opener.value}' before '{token.value}' at line {token.line}",
+                    code="syntax",
                 )
             if pending_newline is not None and kind not in ("RBRACE", "_ARROW", "ELSE"):
                 chained[-1] = 0
@@ -422,7 +425,9 @@ class _PostLexer:
             yield token
         if stack:
             opener = stack[-1]
-            raise LocatedError(_token_span(self.file, opener), f"unclosed '{opener.value}' at end of file")
+            raise LocatedError(
+                _token_span(self.file, opener), f"unclosed '{opener.value}' at end of file", code="syntax"
+            )
 
 
 # -------------------------------------------------------------------------------------------- parser ---
@@ -581,6 +586,7 @@ def _syntax_error(
                 _token_span(file, opener),
                 f"'{opener.value}' is never closed",
                 notes=(f"the parser was still inside it at line {error.token.line}: '{error.token.value}'",),
+                code="syntax",
             )
     if isinstance(error, UnexpectedToken):
         token = error.token
@@ -600,27 +606,35 @@ def _syntax_error(
         if token.type == "COMPARE":
             # A comparison is only refused right after another one.
             return LocatedError(
-                span, f"unexpected {found}: comparisons do not chain; write a < b and b < c, not a < b < c"
+                span,
+                f"unexpected {found}: comparisons do not chain; write a < b and b < c, not a < b < c",
+                code="syntax",
             )
         if token.type == "ELSE":
-            return LocatedError(span, "unexpected 'else': it goes right after the '}' of an if")
+            return LocatedError(
+                span, "unexpected 'else': it goes right after the '}' of an if", code="syntax"
+            )
         if if_condition is not None and not open_brackets and "LBRACE" in expected:
             return LocatedError(
-                span, f"unexpected {found}; expected '{{' (the body of an if is written in braces)"
+                span,
+                f"unexpected {found}; expected '{{' (the body of an if is written in braces)",
+                code="syntax",
             )
         inside = open_brackets[-1].type if open_brackets else None
-        return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected, inside)}")
+        return LocatedError(
+            span, f"unexpected {found}; expected {_describe_expected(expected, inside)}", code="syntax"
+        )
     if isinstance(error, UnexpectedCharacters):
         position = error.pos_in_stream or 0
         char = text[position] if position < len(text) else "?"
         span = Span(file, error.line, error.column, error.line, error.column + 1)
         if char == '"':
-            return LocatedError(span, "unterminated string (strings end on the same line)")
+            return LocatedError(span, "unterminated string (strings end on the same line)", code="syntax")
         shown = repr(char)[1:-1] if not char.isprintable() else char
-        return LocatedError(span, f"unexpected character '{shown}'")
+        return LocatedError(span, f"unexpected character '{shown}'", code="syntax")
     if isinstance(error, UnexpectedEOF):
-        return LocatedError(_end_span(file, text), "unexpected end of file")
-    return LocatedError(Span(file, 1, 1, 1, 2), str(error))
+        return LocatedError(_end_span(file, text), "unexpected end of file", code="syntax")
+    return LocatedError(Span(file, 1, 1, 1, 2), str(error), code="syntax")
 
 
 def parse(text: str, file: str = "<string>") -> Module:
@@ -636,17 +650,19 @@ def parse(text: str, file: str = "<string>") -> Module:
     except UnexpectedInput as error:
         raise _syntax_error(file, text, error, postlexer.open_brackets, postlexer.if_condition) from None
     except RecursionError:
-        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax") from None
     try:
         items = _ToAst(file).transform(tree)
     except VisitError as error:
         if isinstance(error.orig_exc, LocatedError):
             raise error.orig_exc from None
         if isinstance(error.orig_exc, RecursionError):
-            raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+            raise LocatedError(
+                Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"
+            ) from None
         raise
     except RecursionError:
-        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax") from None
     return Module(file, tuple(items))
 
 
@@ -781,7 +797,7 @@ class _ToAst(Transformer[Token, Any]):
         except ValueError:
             shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
             raise LocatedError(
-                self._tok(token), f"number too large ({shown}); integers go up to 2**53"
+                self._tok(token), f"number too large ({shown}); integers go up to 2**53", code="syntax"
             ) from None
 
     def string(self, meta: Any, token: Token) -> String:
@@ -814,11 +830,15 @@ class _ToAst(Transformer[Token, Any]):
                 continue
             if isinstance(argument, Kwarg):
                 if argument.name in seen:
-                    raise LocatedError(argument.span, f"parameter '{argument.name}' given twice")
+                    raise LocatedError(
+                        argument.span, f"parameter '{argument.name}' given twice", code="duplicate-argument"
+                    )
                 seen.add(argument.name)
                 kwargs.append(argument)
             elif kwargs:
-                raise LocatedError(_expr_span(argument), "positional argument after a keyword argument")
+                raise LocatedError(
+                    _expr_span(argument), "positional argument after a keyword argument", code="syntax"
+                )
             else:
                 args.append(argument)
         return Call(name.value, tuple(args), tuple(kwargs), self._span(meta), self._tok(name))
@@ -888,6 +908,7 @@ class _Precedence:
                 raise LocatedError(
                     Span(self.file, start.line, start.column, start.line, start.column + 3),
                     "'not' cannot follow this operator; put it in brackets: (not x)",
+                    code="syntax",
                 )
             operand = self._expression(_NOT_BINDING)
             left = Not(operand, _join(start, operand.span))
@@ -912,6 +933,7 @@ class _Precedence:
                         following[2],
                         f"unexpected '{following[1]}': comparisons do not chain; write a < b and b < c, "
                         "not a < b < c",
+                        code="syntax",
                     )
         return left
 
@@ -1033,11 +1055,11 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
     except LocatedError as error:  # from the postlexer: an unclosed or too deeply nested bracket
         if error.code == LIMIT_CODE:
             return error, None  # recovery stops here: no region to blank
-        return _coded(error), _region(text, _offset(text, error.span))
+        return error, _region(text, _offset(text, error.span))
     except UnexpectedInput as error:
         brackets = list(postlexer.open_brackets)
-        located = _suggest(file, text, error, brackets, postlexer.if_condition) or _coded(
-            _syntax_error(file, text, error, brackets, postlexer.if_condition)
+        located = _suggest(file, text, error, brackets, postlexer.if_condition) or _syntax_error(
+            file, text, error, brackets, postlexer.if_condition
         )
         return located, _error_region(text, error, located)
     except RecursionError:
@@ -1046,7 +1068,7 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
         return Module(file, tuple(_ToAst(file).transform(tree)))
     except VisitError as error:
         if isinstance(error.orig_exc, LocatedError):
-            return _coded(error.orig_exc), _region(text, _offset(text, error.orig_exc.span))
+            return error.orig_exc, _region(text, _offset(text, error.orig_exc.span))
         if isinstance(error.orig_exc, RecursionError):
             return LocatedError(
                 Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"
@@ -1054,12 +1076,6 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
         raise
     except RecursionError:
         return LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"), None
-
-
-def _coded(error: LocatedError, code: str = "syntax") -> LocatedError:
-    if error.code != "check":
-        return error
-    return LocatedError(error.span, error.message, error.notes, code=code, fixes=error.fixes)
 
 
 def _offset(text: str, span: Span) -> int:
