@@ -541,7 +541,7 @@ class Elaborator:
                 f"a shape assertion is a list like [C, H, W] (? matches any), got {expr_text(expr)}",
                 code="bad-shape",
             )
-        shown = "[" + ", ".join("?" if v is WILDCARD else str(v) for v in expected) + "]"
+        shown = _show(expected)  # a hostile assertion may list 100,000 sizes: the message stays short
         if len(expected) != len(ref.shape) or any(
             v is not WILDCARD and v != d for v, d in zip(expected, ref.shape, strict=False)
         ):

@@ -913,3 +913,20 @@ def test_destructuring_assertion_errors_are_located() -> None:
     with pytest.raises(SpecError) as info:
         net(head + "network N(image: [3, 32, 32]) {\n    x = conv(3, 1) : [3, 32, 32], [3, 32, 32]\n}")
     assert info.value.diagnostics[0].code.startswith("syntax")
+
+
+def test_destructuring_assertions_under_hostile_input() -> None:
+    head = textwrap.dedent(DOWN)
+    many = ", ".join(["[8, 16, 16]"] * 5000)
+    assert errors(head + f"network N(image: [3, 32, 32]) {{\n    x, s = Down(8) : {many}\n}}") == [
+        "8:48: 5000 shapes are asserted for 2 names (x, s); assert one shape per name"  # at the first extra
+    ]
+    huge = "[8, 16, 16], [" + ", ".join(["8"] * 100_000) + "]"
+    [message] = errors(head + f"network N(image: [3, 32, 32]) {{\n    x, s = Down(8) : {huge}\n}}")
+    assert message.startswith("8:35: shape assertion failed for s: expected [8, 8, 8, ")
+    assert message.endswith(", ...], got [8, 32, 32]") and len(message) < 300
+    deep = "[" * 150 + "]" * 150
+    with pytest.raises(SpecError) as info:
+        net(head + f"network N(image: [3, 32, 32]) {{\n    x, s = Down(8) : [8, 16, 16], {deep}\n}}")
+    assert [d.code for d in info.value.diagnostics] == ["syntax"]
+    assert "nested more than 100 deep" in info.value.diagnostics[0].message
