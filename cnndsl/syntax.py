@@ -1004,7 +1004,8 @@ def parse_recovering(
     """Parse like :func:`parse`, but recover at the next statement after a syntax error.
 
     Returns the module of everything that parsed (a statement or item holding an error is left out) and the
-    errors, in source order, each with a ``syntax`` code and, where the fix is likely, a suggestion and a
+    errors, in source order, each with its code (``syntax``, a ``syntax-...`` one where the mistake is recognised,
+    ``duplicate-argument``, ...) and, where the fix is likely, a suggestion and a
     :class:`~cnndsl.diagnostics.Fix`. With no error the module equals ``parse(text, file)``."""
     errors: list[LocatedError] = []
     current = text
