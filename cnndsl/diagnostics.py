@@ -61,20 +61,90 @@ class Fix:
         }
 
 
+CODES: dict[str, str] = {
+    # Reading and parsing.
+    "not-utf8": "the file is not valid UTF-8",
+    "syntax": "the text does not parse: an unexpected token or character, an unclosed bracket, a chained comparison",
+    "syntax-limit": "bodies or else-if chains nested past the parser's limit (parsing stops there)",
+    "syntax-semicolon": "a ';' between statements: statements end at the end of a line",
+    "syntax-dangling-arrow": "a '->' with no layer after it",
+    "syntax-unquoted-import": "an import path without its quotes",
+    "syntax-shape": "a shape written 3x32x32 or (3, 32, 32) instead of [3, 32, 32]",
+    "syntax-missing-arrow": "two layers on one line without '->' between them",
+    # The program: imports, definitions, networks.
+    "import-missing": "an imported file cannot be read",
+    "import-outside": "an import outside the spec's directory tree (--allow-outside-imports allows it)",
+    "import-cycle": "files that import each other",
+    "duplicate-definition": "a block, def or network defined twice",
+    "shadowing": "a name that would hide an op, block, def, built-in, parameter or tensor",
+    "duplicate-name": "a parameter, input or tensor name declared twice in one place",
+    "no-network": "the file defines no network (a library of blocks)",
+    "unknown-network": "--network names no network of the file",
+    "several-networks": "the file defines several networks and --network does not choose one",
+    "no-input": "a network declares no input",
+    "no-output": "a network body produces no tensor",
+    "input-override": "--input names an input the network does not declare",
+    # Names.
+    "unknown-name": "a name that is no tensor, parameter, op or block here",
+    "unknown-op": "a call of something that is neither an op nor a block",
+    "unknown-parameter": "a keyword argument that the op or block does not take",
+    "unknown-attribute": "a tensor dimension other than .c, .h, .w (or .h, .w of a flat tensor)",
+    "no-block-input": "'in' used where there is no body input (file-level defaults, input declarations)",
+    # Layers, values and tensors where another is expected.
+    "expected-layer": "a value, a tensor with arguments, a value function or branches where a layer is expected",
+    "expected-value": "a layer or a tensor where a value is expected",
+    "expected-tensor": "an op's tensor argument that names no tensor",
+    "tensor-inside-chain": "a tensor name or 'in' inside a chain, where it would discard its input",
+    "value-type": "a value of the wrong kind: arithmetic on non-numbers, a condition that is not true or false",
+    "division-by-zero": "a division or remainder by zero",
+    "bad-shape": "an input shape, param shape or shape assertion that is not a list like [C, H, W] or [F]",
+    # Calls.
+    "missing-argument": "a block or def called without a parameter that has no default",
+    "too-many-arguments": "more positional arguments than the op, block or def takes",
+    "duplicate-argument": "a parameter given twice (by position and by name, or by name twice)",
+    "builtin-arguments": "min, max, round, floor, ceil or int called with the wrong arguments",
+    "recursion": "a block that instantiates itself, or a def that calls itself",
+    "op": "an op refused its arguments or its input shape (the op's own rule, from the registry)",
+    # Statements and constructs.
+    "defaults": "a defaults entry that cannot apply (a merge, a block, a positional or tensor argument)",
+    "return-in-if": "a return inside an if",
+    "unreachable": "a statement after return",
+    "tensor-count": "a block returning several tensors where one is expected, or destructured into a wrong count",
+    "param-after-layers": "a param written after a layer of its body (torch registers it before them)",
+    "repeat-count": "a repeat count that is not a non-negative integer",
+    "merge-branches": "a merge without two or more branches, or with parameters",
+    "merge": "merge branches whose shapes cannot be added, concatenated or multiplied",
+    "shortcut": "a shortcut outside add, without another branch, or that no 1x1 strided conv can make",
+    "shape-assertion": "a shape assertion that does not match the tensor's shape",
+    "shape-assertion-count": "a destructuring assignment that asserts a different number of shapes than names",
+    # Limits and failures.
+    "limit": "a budget or limit: nodes, checking steps, nesting, numbers or tensors past 2**53, memory",
+    "too-large": "a document too large for the language server to check",
+    "internal": "a bug in cnndsl; please report it",
+}
+"""Every diagnostic code, with what it means. A code names the kind of problem and stays stable when a message's
+wording changes (editors show it; the language server sends it; tools may match on it). docs/language.md lists
+them (a test keeps the list current)."""
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """A located message about a spec.
 
-    ``code`` names the kind of problem (``syntax``, ``unknown-name``, ...) and stays stable when the wording
-    changes; ``fixes`` are suggested edits (a did-you-mean as data)."""
+    ``code`` names the kind of problem (one of :data:`CODES`) and stays stable when the wording changes;
+    ``fixes`` are suggested edits (a did-you-mean as data)."""
 
     span: Span
     message: str
     severity: str = "error"
     chain: tuple[Frame, ...] = ()
     notes: tuple[str, ...] = ()
-    code: str = "check"
+    code: str = field(kw_only=True)
     fixes: tuple[Fix, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unknown diagnostic code {self.code!r}; add it to cnndsl.diagnostics.CODES")
 
     @property
     def file(self) -> str:
@@ -173,7 +243,8 @@ class SpecError(Exception):
 
 
 class LocatedError(Exception):
-    """Internal: a single problem at a span, raised inside a stage and turned into a Diagnostic."""
+    """Internal: a single problem at a span, raised inside a stage and turned into a Diagnostic. Every raise
+    names its ``code`` (one of :data:`CODES`): there is no generic one."""
 
     def __init__(
         self,
@@ -181,7 +252,7 @@ class LocatedError(Exception):
         message: str,
         notes: Iterable[str] = (),
         *,
-        code: str = "check",
+        code: str,
         fixes: Iterable[Fix] = (),
     ) -> None:
         super().__init__(message)

@@ -194,8 +194,12 @@ class Elaborator:
 
     # -------------------------------------------------------------------------------- reporting ---
 
-    def report(self, span: Span, message: str, scope: Scope | None, notes: Sequence[str] = ()) -> None:
-        self.sink.add(Diagnostic(span, message, chain=scope.frames if scope else (), notes=tuple(notes)))
+    def report(
+        self, span: Span, message: str, scope: Scope | None, notes: Sequence[str] = (), *, code: str
+    ) -> None:
+        self.sink.add(
+            Diagnostic(span, message, chain=scope.frames if scope else (), notes=tuple(notes), code=code)
+        )
         if self.sink.full:
             raise _Stop()
 
@@ -215,6 +219,7 @@ class Elaborator:
                     f"checking the spec takes more than {self.work_limit:,} steps ({WORK_PER_NODE} per node of "
                     f"the node budget of {self.options.node_budget:,}; --node-budget changes it)",
                     chain=scope.frames if scope else (),
+                    code="limit",
                 )
             )
             raise _Stop()
@@ -229,7 +234,7 @@ class Elaborator:
         overrides = dict(self.options.input_shapes or {})
         for position, decl in enumerate(definition.inputs):
             if decl.name in root.tensors:
-                self.report(decl.span, f"input '{decl.name}' declared twice", None)
+                self.report(decl.span, f"input '{decl.name}' declared twice", None, code="duplicate-name")
                 continue
             self._check_new_name(decl.name, decl.span, root)
             shape = overrides.pop(decl.name, None)
@@ -249,12 +254,14 @@ class Elaborator:
                 raise LocatedError(
                     definition.name_span,
                     f"--input names '{name}', which is not an input of {definition.name}{did_you_mean(name, known)}",
+                    code="input-override",
                 )
         if not definition.inputs:
             self.report(
                 definition.name_span,
                 f"network {definition.name} declares no input, e.g. (image: [3, 224, 224])",
                 None,
+                code="no-input",
             )
         first = root.tensors[definition.inputs[0].name] if definition.inputs else POISON
         root.block_input = first
@@ -277,7 +284,7 @@ class Elaborator:
         try:
             return self._shape_value(expr, scope, "input shape")
         except LocatedError as error:
-            self.report(error.span, error.message, None)
+            self.report_error(error, None)
             return None
         except _Poisoned:  # it uses an earlier input whose declaration was already reported
             return None
@@ -292,10 +299,14 @@ class Elaborator:
         ):
             article = "an" if what[0] in "aeiou" else "a"
             raise LocatedError(
-                expr.span, f"{article} {what} is [C, H, W] or [F] of positive integers, got {expr_text(expr)}"
+                expr.span,
+                f"{article} {what} is [C, H, W] or [F] of positive integers, got {expr_text(expr)}",
+                code="bad-shape",
             )
         if math.prod(value) > MAX_NUMBER:
-            raise LocatedError(expr.span, f"{what} {expr_text(expr)} is too large (more than 2**53 elements)")
+            raise LocatedError(
+                expr.span, f"{what} {expr_text(expr)} is too large (more than 2**53 elements)", code="limit"
+            )
         return tuple(value)
 
     # ------------------------------------------------------------------------------- statements ---
@@ -318,10 +329,16 @@ class Elaborator:
                             stmt.span,
                             "return ends a block or network body; it cannot stand inside if "
                             "(assign the tensors in the branches and return them after the if)",
+                            code="return-in-if",
                         )
                     if index + 1 < len(stmts):
                         # Never elaborated, so never checked: say so rather than drop it silently.
-                        self.report(stmts[index + 1].span, "statement after return is never reached", scope)
+                        self.report(
+                            stmts[index + 1].span,
+                            "statement after return is never reached",
+                            scope,
+                            code="unreachable",
+                        )
                     results = []
                     for expr in stmt.exprs:
                         ref = self.apply(expr, scope, current, head=True)
@@ -333,9 +350,13 @@ class Elaborator:
                     scope.defaults = self.defaults(stmt, scope, scope.defaults)
                 elif isinstance(stmt, Assign):
                     self._check_new_name(stmt.name, stmt.name_span, scope)
-                    # Bind first, so later uses of a name whose definition fails stay quiet.
-                    scope.tensors[stmt.name] = POISON
-                    current = self.apply(stmt.expr, scope, current, head=True)
+                    # The right-hand side still sees the name's old tensor (`x = x -> relu`); if it fails, the
+                    # name is poisoned, so later uses of it stay quiet.
+                    try:
+                        current = self.apply(stmt.expr, scope, current, head=True)
+                    except BaseException:
+                        scope.tensors[stmt.name] = POISON
+                        raise
                     scope.tensors[stmt.name] = current
                     self._assert_shape(stmt.shape, current, scope)
                 elif isinstance(stmt, ExprStmt):
@@ -358,7 +379,7 @@ class Elaborator:
             except RecursionError:
                 # Blocks and brackets nested within each other past what the Python stack holds: the
                 # innermost statement that catches it is the one to point at.
-                self.report(stmt.span, "blocks and brackets nested too deeply to check", scope)
+                self.report(stmt.span, "blocks and brackets nested too deeply to check", scope, code="limit")
                 current = POISON
         return current, None
 
@@ -367,32 +388,58 @@ class Elaborator:
         seen: set[str] = set()
         for name, span in zip(stmt.names, stmt.name_spans, strict=True):
             if name in seen:
-                raise LocatedError(span, f"'{name}' is assigned twice in one statement")
+                raise LocatedError(
+                    span, f"'{name}' is assigned twice in one statement", code="duplicate-name"
+                )
             seen.add(name)
             self._check_new_name(name, span, scope)
-            scope.tensors[name] = POISON
-        refs = self.apply_many(stmt.expr, scope, current, head=True)
-        if len(refs) != len(stmt.names):
-            got = f"{len(refs)} tensor{'s' if len(refs) != 1 else ''}"
-            raise LocatedError(
-                stmt.expr.span,
-                f"{_describe_source(stmt.expr)} gives {got}, but {len(stmt.names)} names are assigned "
-                f"({', '.join(stmt.names)})",
-            )
+        # As for `x = ...`: the right-hand side sees the names' old tensors (`x, s = x -> Down(64)`).
+        try:
+            if stmt.shapes and len(stmt.shapes) != len(stmt.names):
+                # Known from the text alone: said before the right-hand side is checked.
+                count = len(stmt.shapes)
+                assert stmt.shapes_span is not None
+                extra = stmt.shapes[len(stmt.names)] if count > len(stmt.names) else None
+                span = _join(extra.span, stmt.shapes[-1].span) if extra is not None else stmt.shapes_span
+                raise LocatedError(
+                    span,
+                    f"{count} shape{' is' if count == 1 else 's are'} asserted for {len(stmt.names)} names "
+                    f"({', '.join(stmt.names)}); assert one shape per name",
+                    code="shape-assertion-count",
+                )
+            refs = self.apply_many(stmt.expr, scope, current, head=True)
+            if len(refs) != len(stmt.names):
+                got = f"{len(refs)} tensor{'s' if len(refs) != 1 else ''}"
+                raise LocatedError(
+                    stmt.expr.span,
+                    f"{_describe_source(stmt.expr)} gives {got}, but {len(stmt.names)} names are assigned "
+                    f"({', '.join(stmt.names)})",
+                    code="tensor-count",
+                )
+        except BaseException:
+            for name in stmt.names:
+                scope.tensors[name] = POISON
+            raise
         for name, ref in zip(stmt.names, refs, strict=True):
             scope.tensors[name] = ref
         if any(r.shape is None for r in refs):
             raise _Poisoned()
+        for name, ref, shape in zip(stmt.names, refs, stmt.shapes, strict=False):
+            self._assert_shape(shape, ref, scope, name)
         return refs[0]
 
     def _let(self, stmt: Let, scope: Scope) -> None:
         name = stmt.name
         if name in scope.tensors:
-            raise LocatedError(stmt.name_span, f"'{name}' is a tensor here; a let needs another name")
+            raise LocatedError(
+                stmt.name_span, f"'{name}' is a tensor here; a let needs another name", code="shadowing"
+            )
         if ops.get(name) is not None or name in self.blocks:
             kind = "op" if ops.get(name) is not None else "block"
             raise LocatedError(
-                stmt.name_span, f"let {name} would shadow the {kind} {name}; choose another name"
+                stmt.name_span,
+                f"let {name} would shadow the {kind} {name}; choose another name",
+                code="shadowing",
             )
         value = self.value(stmt.expr, scope)
         scope.values[name] = value
@@ -402,18 +449,48 @@ class Elaborator:
         self._check_new_name(stmt.name, stmt.name_span, scope)
         if stmt.name in scope.tensors:
             raise LocatedError(
-                stmt.name_span, f"'{stmt.name}' is already a tensor in this body; a param needs a new name"
+                stmt.name_span,
+                f"'{stmt.name}' is already a tensor in this body; a param needs a new name",
+                code="duplicate-name",
             )
         scope.tensors[stmt.name] = POISON
+        if scope.counters:
+            # torch's state_dict lists a module's own parameters before its submodules' tensors, so a param
+            # written after a layer could not be registered where it is written: refuse it rather than move it.
+            raise LocatedError(
+                stmt.name_span,
+                f"param {stmt.name} is written after the layers of its body; torch registers a block's own "
+                "parameters before its layers, so write every param first in the body",
+                self._first_layer_note(scope),
+                code="param-after-layers",
+            )
         shape = self._shape_value(stmt.shape, scope, "param shape")
         init = self.value(stmt.init, scope)
         if isinstance(init, bool) or not isinstance(init, int | float) or not math.isfinite(init):
             raise LocatedError(
-                stmt.init.span, f"a param's initial value is a finite number, got {_show(init)}"
+                stmt.init.span,
+                f"a param's initial value is a finite number, got {_show(init)}",
+                code="value-type",
             )
         args = {"shape": shape, "init": float(init)}
         node = self._add_node(PARAMETER_OP, args, scope.prefix + stmt.name, stmt.span, scope, [], shape)
         scope.tensors[stmt.name] = Ref(node.id, shape)
+
+    def _first_layer_note(self, scope: Scope) -> tuple[str, ...]:
+        """Where the body's first layer is written, as a note. The body's nodes are the newest ones, those
+        under its path prefix (an error path: the scan is bounded by the error limit)."""
+        first: Node | None = None
+        for node in reversed(self.nodes):
+            if not node.path.startswith(scope.prefix):
+                break
+            if node.op not in (INPUT_OP, PARAMETER_OP):
+                first = node
+        if first is None:
+            return ()
+        depth = len(scope.frames)
+        # A layer inside a block called from this body is shown at the call.
+        span = first.frames[depth].span if len(first.frames) > depth else first.span
+        return (f"the first layer of this body is written at {span}",)
 
     def _condition(self, expr: Expr, scope: Scope) -> bool:
         """Evaluate a condition, which must be exactly true or false."""
@@ -422,23 +499,37 @@ class Elaborator:
             if isinstance(value, Symbol):
                 candidates = [*scope.values, "true", "false"]
                 raise LocatedError(
-                    expr.span, f"unknown name '{value}' in a condition{did_you_mean(value, candidates)}"
+                    expr.span,
+                    f"unknown name '{value}' in a condition{did_you_mean(value, candidates)}",
+                    code="unknown-name",
                 )
             hint = "; compare it, e.g. n > 0" if isinstance(value, int | float) else ""
-            raise LocatedError(expr.span, f"a condition must be true or false, got {_show(value)}{hint}")
+            raise LocatedError(
+                expr.span, f"a condition must be true or false, got {_show(value)}{hint}", code="value-type"
+            )
         return value
 
     def _check_new_name(self, name: str, span: Span, scope: Scope) -> None:
         if ops.get(name) is not None:
-            raise LocatedError(span, f"tensor name '{name}' would shadow the op {name}; choose another name")
+            raise LocatedError(
+                span,
+                f"tensor name '{name}' would shadow the op {name}; choose another name",
+                code="shadowing",
+            )
         if name in self.blocks:
             raise LocatedError(
-                span, f"tensor name '{name}' would shadow the block {name}; choose another name"
+                span,
+                f"tensor name '{name}' would shadow the block {name}; choose another name",
+                code="shadowing",
             )
         if name in scope.values:
-            raise LocatedError(span, f"tensor name '{name}' would shadow the parameter {name}")
+            raise LocatedError(
+                span, f"tensor name '{name}' would shadow the parameter {name}", code="shadowing"
+            )
 
-    def _assert_shape(self, expr: Expr | None, ref: Ref, scope: Scope) -> None:
+    def _assert_shape(self, expr: Expr | None, ref: Ref, scope: Scope, name: str | None = None) -> None:
+        """Check ``ref``'s shape against the assertion ``expr`` (``name``: the tensor's, when several are
+        asserted in one statement)."""
         if expr is None or ref.shape is None:
             return
         expected = self.value(expr, scope)
@@ -448,14 +539,16 @@ class Elaborator:
             raise LocatedError(
                 expr.span,
                 f"a shape assertion is a list like [C, H, W] (? matches any), got {expr_text(expr)}",
+                code="bad-shape",
             )
-        shown = "[" + ", ".join("?" if v is WILDCARD else str(v) for v in expected) + "]"
+        shown = _show(expected)  # a hostile assertion may list 100,000 sizes: the message stays short
         if len(expected) != len(ref.shape) or any(
             v is not WILDCARD and v != d for v, d in zip(expected, ref.shape, strict=False)
         ):
             raise LocatedError(
                 expr.span,
-                f"shape assertion failed: expected {shown}, got {fmt_shape(ref.shape)}",
+                f"shape assertion failed{f' for {name}' if name else ''}: expected {shown}, "
+                f"got {fmt_shape(ref.shape)}",
                 code="shape-assertion",
             )
 
@@ -467,12 +560,16 @@ class Elaborator:
             op = ops.get(call.name)
             if op is not None and op.variadic:
                 raise LocatedError(
-                    call.name_span, f"{call.name} is a merge and takes no parameters, so no defaults"
+                    call.name_span,
+                    f"{call.name} is a merge and takes no parameters, so no defaults",
+                    code="defaults",
                 )
             if op is None:
                 candidates = [n for n, o in ops.REGISTRY.items() if not o.variadic]
                 if call.name in self.blocks:
-                    raise LocatedError(call.name_span, f"defaults apply to ops, and {call.name} is a block")
+                    raise LocatedError(
+                        call.name_span, f"defaults apply to ops, and {call.name} is a block", code="defaults"
+                    )
                 hint, fixes = suggestion(call.name, call.name_span, candidates)
                 raise LocatedError(
                     call.name_span,
@@ -482,7 +579,9 @@ class Elaborator:
                 )
             if call.args:
                 raise LocatedError(
-                    call.args[0].span, "defaults take keyword arguments only, e.g. defaults conv(bias=false)"
+                    call.args[0].span,
+                    "defaults take keyword arguments only, e.g. defaults conv(bias=false)",
+                    code="defaults",
                 )
             for kwarg in call.kwargs:
                 spec = op.param(kwarg.name)
@@ -498,12 +597,13 @@ class Elaborator:
                     raise LocatedError(
                         kwarg.span,
                         f"{kwarg.name} takes a tensor of the body it is used in, so it has no default",
+                        code="defaults",
                     )
                 value = self.value(kwarg.value, scope)
                 try:
                     ops.coerce(spec, value)
                 except OpError as error:
-                    raise LocatedError(kwarg.value.span, error.message) from None
+                    raise LocatedError(kwarg.value.span, error.message, code="op") from None
                 updated.setdefault(op.name, {})[kwarg.name] = value
         return updated
 
@@ -533,9 +633,13 @@ class Elaborator:
             return self.apply(chosen, scope, x, head)
         if isinstance(expr, Branches):
             raise LocatedError(
-                expr.span, "'|' separates branches, and only inside add(...), concat(...) or mul(...)"
+                expr.span,
+                "'|' separates branches, and only inside add(...), concat(...) or mul(...)",
+                code="expected-layer",
             )
-        raise LocatedError(expr.span, f"expected a layer, found {_describe_expr(expr)}")
+        raise LocatedError(
+            expr.span, f"expected a layer, found {_describe_expr(expr)}", code="expected-layer"
+        )
 
     def apply_many(self, expr: Expr, scope: Scope, x: Ref, head: bool) -> list[Ref]:
         """Like :meth:`apply`, but a block call at the end may give several tensors (``a, b = Down(64)``)."""
@@ -571,6 +675,7 @@ class Elaborator:
                 raise LocatedError(
                     expr.span,
                     f"tensor '{name}' can only start a chain; inside one it would discard its input",
+                    code="tensor-inside-chain",
                 )
             ref = scope.tensors[name]
             if ref.shape is None:
@@ -582,16 +687,18 @@ class Elaborator:
         if ops.get(name) is not None:
             return self._apply_call(Call(name, (), (), expr.span, expr.span), scope, x)
         if name == "shortcut":
-            raise LocatedError(expr.span, "shortcut is only allowed as a branch of add(...)")
+            raise LocatedError(expr.span, "shortcut is only allowed as a branch of add(...)", code="shortcut")
         if name == "in":
             if not head:
-                raise LocatedError(expr.span, "'in' can only start a chain")
+                raise LocatedError(expr.span, "'in' can only start a chain", code="tensor-inside-chain")
             if scope.block_input.shape is None:
                 raise _Poisoned()
             return scope.block_input
         if name in scope.values:
             raise LocatedError(
-                expr.span, f"'{name}' is a parameter (value {_show(scope.values[name])}), not a layer"
+                expr.span,
+                f"'{name}' is a parameter (value {_show(scope.values[name])}), not a layer",
+                code="expected-layer",
             )
         hint, fixes = suggestion(name, expr.span, self._layer_names(scope))
         raise LocatedError(expr.span, f"unknown name '{name}'{hint}", code="unknown-name", fixes=fixes)
@@ -607,7 +714,9 @@ class Elaborator:
     def _apply_call(self, call: Call, scope: Scope, x: Ref) -> Ref:
         if call.name in scope.tensors:
             raise LocatedError(
-                call.name_span, f"'{call.name}' is a tensor, not a layer; it takes no arguments"
+                call.name_span,
+                f"'{call.name}' is a tensor, not a layer; it takes no arguments",
+                code="expected-layer",
             )
         if call.name in self.blocks:
             return self._one(self._instantiate(self.blocks[call.name], call, scope, x), call)
@@ -615,7 +724,9 @@ class Elaborator:
         if op is None:
             if call.name in BUILTINS or call.name in self.functions:
                 raise LocatedError(
-                    call.span, f"{call.name}(...) computes a value, and a layer is expected here"
+                    call.span,
+                    f"{call.name}(...) computes a value, and a layer is expected here",
+                    code="expected-layer",
                 )
             names = [*self.blocks, *(n for n in ops.REGISTRY if ops.get(n) is not None)]
             hint, fixes = suggestion(call.name, call.name_span, names)
@@ -634,6 +745,7 @@ class Elaborator:
                 call.span,
                 f"block {call.name} returns {len(refs)} tensors where one is expected; take them apart "
                 f"with {names} = {call.name}(...)",
+                code="tensor-count",
             )
         return refs[0]
 
@@ -649,13 +761,21 @@ class Elaborator:
         """``layer * count`` (``as index``: each copy sees its position 0 .. count-1 as the value ``index``)."""
         count = self.value(count_expr, scope)
         if isinstance(count, bool) or not isinstance(count, int):
-            raise LocatedError(count_expr.span, f"a repeat count must be an integer, got {_show(count)}")
+            raise LocatedError(
+                count_expr.span, f"a repeat count must be an integer, got {_show(count)}", code="repeat-count"
+            )
         if count < 0:
-            raise LocatedError(count_expr.span, f"a repeat count cannot be negative, got {count}")
+            raise LocatedError(
+                count_expr.span, f"a repeat count cannot be negative, got {count}", code="repeat-count"
+            )
         if isinstance(layer, Number | String | ListExpr | Neg | Not | Wildcard | Attr) or (
             isinstance(layer, Name) and layer.id in scope.values
         ):
-            raise LocatedError(layer.span, f"'* {count}' repeats a layer, but {expr_text(layer)} is a value")
+            raise LocatedError(
+                layer.span,
+                f"'* {count}' repeats a layer, but {expr_text(layer)} is a value",
+                code="expected-layer",
+            )
         outer = scope.values
         if index is not None:
             name, name_span = index
@@ -664,6 +784,7 @@ class Elaborator:
                 raise LocatedError(
                     name_span,
                     f"repetition index '{name}' would shadow the {what} {name}; choose another name",
+                    code="shadowing",
                 )
         if count == 0:
             return x
@@ -686,6 +807,7 @@ class Elaborator:
                 span,
                 f"this repetition would make about {projected:,} nodes, over the node budget of "
                 f"{self.options.node_budget:,} (--node-budget changes it)",
+                code="limit",
             )
         # A copy that makes no node still costs work (identity, an empty block, `relu * 0`): project that too.
         projected_work = self.work + (self.work - work_before) * (count - 1)
@@ -694,6 +816,7 @@ class Elaborator:
                 span,
                 f"this repetition would take about {projected_work:,} steps to check, over the limit of "
                 f"{self.work_limit:,} ({WORK_PER_NODE} per node of the node budget; --node-budget changes it)",
+                code="limit",
             )
         for k in range(1, count):
             x = copy(k, x)
@@ -727,6 +850,7 @@ class Elaborator:
             raise LocatedError(
                 extra.span,
                 f"{what} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(call.args)}",
+                code="too-many-arguments",
             )
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
@@ -751,7 +875,9 @@ class Elaborator:
                 )
             if kwarg.name in values:
                 raise LocatedError(
-                    kwarg.span, f"parameter '{kwarg.name}' given twice (by position and by name)"
+                    kwarg.span,
+                    f"parameter '{kwarg.name}' given twice (by position and by name)",
+                    code="duplicate-argument",
                 )
             if every or (some and kwarg.name in some):
                 self._bind_one(kwarg.name, kwarg.value, scope, values, refs)
@@ -781,6 +907,7 @@ class Elaborator:
                 raise LocatedError(
                     spans[name],
                     f"{name} takes a tensor name (of this body, or in), got {_show(values[name])}{hint}",
+                    code="expected-tensor",
                 )
         for name, value in scope.defaults.get(op.name, {}).items():
             values.setdefault(name, value)
@@ -817,7 +944,9 @@ class Elaborator:
         )
         if isinstance(value, Symbol) and wanted_number:
             if value in self.blocks or ops.get(value) is not None:
-                return LocatedError(value.span, f"{error.message}; '{value}' is a layer, not a value")
+                return LocatedError(
+                    value.span, f"{error.message}; '{value}' is a layer, not a value", code="expected-value"
+                )
             hint, fixes = suggestion(value, value.span, scope.values)
             return LocatedError(
                 value.span,
@@ -830,25 +959,35 @@ class Elaborator:
 
     def _merge(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
         if call.kwargs:
-            raise LocatedError(call.kwargs[0].span, f"{op.name} takes no parameters, only branches")
+            raise LocatedError(
+                call.kwargs[0].span, f"{op.name} takes no parameters, only branches", code="merge-branches"
+            )
         if len(call.args) != 1 or not isinstance(call.args[0], Branches):
             span = call.args[1].span if len(call.args) > 1 else call.span
             hint = "; separate branches with '|', not ','" if len(call.args) > 1 else ""
-            raise LocatedError(span, f"{op.name} needs two or more branches, like {op.name}(A | B){hint}")
+            raise LocatedError(
+                span,
+                f"{op.name} needs two or more branches, like {op.name}(A | B){hint}",
+                code="merge-branches",
+            )
         branches = call.args[0].items
         refs: list[Ref | None] = []
         written_at: dict[int, int] = {}  # shortcut branch -> how many nodes existed where it is written
         for index, branch in enumerate(branches):
             if isinstance(branch, Name) and branch.id == "shortcut" and branch.id not in scope.tensors:
                 if op.name != "add":
-                    raise LocatedError(branch.span, "shortcut is only allowed as a branch of add(...)")
+                    raise LocatedError(
+                        branch.span, "shortcut is only allowed as a branch of add(...)", code="shortcut"
+                    )
                 refs.append(None)
                 written_at[index] = len(self.nodes)
                 continue
             refs.append(self.apply(branch, scope, x, head=True))
         known = [r for r in refs if r is not None]
         if not known:
-            raise LocatedError(call.span, "add needs a branch besides shortcut to take its shape from")
+            raise LocatedError(
+                call.span, "add needs a branch besides shortcut to take its shape from", code="shortcut"
+            )
         if any(r.shape is None for r in known) or x.shape is None and None in refs:
             raise _Poisoned()
         target = known[0].shape
@@ -899,13 +1038,15 @@ class Elaborator:
         source = x.shape
         cannot = f"shortcut cannot project {fmt_shape(source)} to {fmt_shape(target)}"
         if len(source) != 3 or len(target) != 3:
-            raise LocatedError(branch.span, cannot)
+            raise LocatedError(branch.span, cannot, code="shortcut")
         # A strided 1x1 conv maps n to ceil(n / s): the stride that rounds the input onto the branch's size.
         strides = []
         for size, wanted in zip(source[1:], target[1:], strict=True):
             stride = -(-size // wanted)
             if (size - 1) // stride + 1 != wanted:
-                raise LocatedError(branch.span, f"{cannot} (no 1x1 conv stride maps {size} to {wanted})")
+                raise LocatedError(
+                    branch.span, f"{cannot} (no 1x1 conv stride maps {size} to {wanted})", code="shortcut"
+                )
             strides.append(stride)
         span = branch.span
 
@@ -936,7 +1077,7 @@ class Elaborator:
         )
         projected = self.apply(Chain((conv, bn), span), inner, x, False)
         if projected.shape != target:
-            raise LocatedError(branch.span, cannot)
+            raise LocatedError(branch.span, cannot, code="shortcut")
         return projected
 
     def _add_node(
@@ -954,7 +1095,7 @@ class Elaborator:
         if math.prod(shape) > MAX_NUMBER:
             # Dimensions would otherwise grow without bound (`upsample(2**53) * 1000`), and with them memory.
             raise LocatedError(
-                span, f"{op} output {fmt_shape(shape)} is too large (more than 2**53 elements)"
+                span, f"{op} output {fmt_shape(shape)} is too large (more than 2**53 elements)", code="limit"
             )
         if len(self.nodes) >= self.options.node_budget:
             self.sink.add(
@@ -963,6 +1104,7 @@ class Elaborator:
                     f"the spec elaborates to more than {self.options.node_budget:,} nodes "
                     "(--node-budget changes the limit)",
                     chain=scope.frames,
+                    code="limit",
                 )
             )
             raise _Stop()
@@ -987,9 +1129,13 @@ class Elaborator:
         definition = block.definition
         if definition.name in scope.active:
             cycle = " -> ".join([*scope.active[scope.active.index(definition.name) :], definition.name])
-            raise LocatedError(call.name_span, f"block {definition.name} instantiates itself ({cycle})")
+            raise LocatedError(
+                call.name_span, f"block {definition.name} instantiates itself ({cycle})", code="recursion"
+            )
         if len(scope.frames) >= MAX_BLOCK_DEPTH:
-            raise LocatedError(call.name_span, f"blocks nested more than {MAX_BLOCK_DEPTH} deep")
+            raise LocatedError(
+                call.name_span, f"blocks nested more than {MAX_BLOCK_DEPTH} deep", code="limit"
+            )
         self._spend(6, call.span, scope)  # an instance costs about a node (its scope, frame and call text)
         names = [p.name for p in definition.params]
         # Any argument that names a tensor binds that tensor (U-Net's `Up(64, skip=s1)`).
@@ -1016,6 +1162,7 @@ class Elaborator:
                 raise LocatedError(
                     call.span,
                     f"block {definition.name} needs '{param.name}' (its parameters: {', '.join(names)})",
+                    code="missing-argument",
                 )
         shown_args = [
             f"{p.name}={_show(inner.values[p.name] if p.name in inner.values else values.get(p.name, p.name))}"
@@ -1056,6 +1203,7 @@ class Elaborator:
                 raise LocatedError(
                     expr.span,
                     f"tensor '{expr.id}' used as a value; use {expr.id}.c, {expr.id}.h or {expr.id}.w",
+                    code="expected-value",
                 )
             symbol = Symbol(expr.id)
             symbol.span = expr.span
@@ -1086,22 +1234,26 @@ class Elaborator:
                 return self._builtin(expr, scope)
             if expr.name in self.functions:
                 return self._call_function(self.functions[expr.name], expr, scope)
-        raise LocatedError(expr.span, f"expected a value, found {_describe_expr(expr)}")
+        raise LocatedError(
+            expr.span, f"expected a value, found {_describe_expr(expr)}", code="expected-value"
+        )
 
     def _number(self, value: Any, expr: Expr, scope: Scope, what: str = "arithmetic") -> int | float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             if isinstance(value, Symbol):
                 hint = did_you_mean(value, scope.values)
-                raise LocatedError(expr.span, f"unknown name '{value}' in {what}{hint}")
-            raise LocatedError(expr.span, f"{what} needs numbers, got {_show(value)}")
+                raise LocatedError(expr.span, f"unknown name '{value}' in {what}{hint}", code="unknown-name")
+            raise LocatedError(expr.span, f"{what} needs numbers, got {_show(value)}", code="value-type")
         return value
 
     def _boolean(self, op: str, value: Any, expr: Expr, scope: Scope) -> bool:
         if not isinstance(value, bool):
             if isinstance(value, Symbol):
                 hint = did_you_mean(value, [*scope.values, "true", "false"])
-                raise LocatedError(expr.span, f"unknown name '{value}' in '{op}'{hint}")
-            raise LocatedError(expr.span, f"'{op}' needs true or false, got {_show(value)}")
+                raise LocatedError(expr.span, f"unknown name '{value}' in '{op}'{hint}", code="unknown-name")
+            raise LocatedError(
+                expr.span, f"'{op}' needs true or false, got {_show(value)}", code="value-type"
+            )
         return value
 
     def _compare(self, expr: BinOp, left: Any, right: Any, scope: Scope) -> bool:
@@ -1114,7 +1266,9 @@ class Elaborator:
                     and not isinstance(other, bool)
                 ):
                     hint = did_you_mean(value, scope.values)
-                    raise LocatedError(side.span, f"unknown name '{value}' in a comparison{hint}")
+                    raise LocatedError(
+                        side.span, f"unknown name '{value}' in a comparison{hint}", code="unknown-name"
+                    )
             equal = _same_value(left, right)
             return equal if expr.op == "==" else not equal
         what = f"'{expr.op}'"
@@ -1131,31 +1285,41 @@ class Elaborator:
     def _builtin(self, call: Call, scope: Scope) -> int | float:
         fewest, most, function = BUILTINS[call.name]
         if call.kwargs:
-            raise LocatedError(call.kwargs[0].span, f"{call.name} takes no keyword arguments")
+            raise LocatedError(
+                call.kwargs[0].span, f"{call.name} takes no keyword arguments", code="builtin-arguments"
+            )
         count = len(call.args)
         if count < fewest or (most is not None and count > most):
             wanted = f"{fewest}" if most == fewest else f"at least {fewest}"
             span = call.args[most].span if most is not None and count > most else call.span
             raise LocatedError(
-                span, f"{call.name} takes {wanted} argument{'s' if fewest != 1 else ''}, got {count}"
+                span,
+                f"{call.name} takes {wanted} argument{'s' if fewest != 1 else ''}, got {count}",
+                code="builtin-arguments",
             )
         what = f"{call.name}(...)"
         args = [self._number(self.value(a, scope), a, scope, what) for a in call.args]
         for arg, value in zip(call.args, args, strict=True):
             if not math.isfinite(value):
-                raise LocatedError(arg.span, f"{what} needs finite numbers, got {_show(value)}")
+                raise LocatedError(
+                    arg.span, f"{what} needs finite numbers, got {_show(value)}", code="value-type"
+                )
         result = function(*args)
         if abs(result) > MAX_NUMBER:
-            raise LocatedError(call.span, f"number too large ({expr_text(call)})")
+            raise LocatedError(call.span, f"number too large ({expr_text(call)})", code="limit")
         return result
 
     def _call_function(self, definition: FuncDef, call: Call, scope: Scope) -> Any:
         """Evaluate a ``def`` at a call: its parameters are the only names it sees."""
         if definition.name in self.calling:
             cycle = " -> ".join([*self.calling[self.calling.index(definition.name) :], definition.name])
-            raise LocatedError(call.name_span, f"def {definition.name} calls itself ({cycle})")
+            raise LocatedError(
+                call.name_span, f"def {definition.name} calls itself ({cycle})", code="recursion"
+            )
         if len(self.calling) >= MAX_BLOCK_DEPTH:
-            raise LocatedError(call.name_span, f"def calls nested more than {MAX_BLOCK_DEPTH} deep")
+            raise LocatedError(
+                call.name_span, f"def calls nested more than {MAX_BLOCK_DEPTH} deep", code="limit"
+            )
         self._spend(3, call.span, scope)
         names = [p.name for p in definition.params]
         values, _, _ = self._bind(call, names, f"def {definition.name}", scope)
@@ -1164,6 +1328,7 @@ class Elaborator:
                 raise LocatedError(
                     call.span,
                     f"def {definition.name} needs '{param.name}' (its parameters: {', '.join(names)})",
+                    code="missing-argument",
                 )
         inner = Scope("", scope.frames, {}, {}, {}, NO_INPUT)
         self.calling.append(definition.name)
@@ -1178,14 +1343,16 @@ class Elaborator:
             # The error is in the def's text; say which call, with which values, led there.
             shown = ", ".join(f"{k}={_show(v)}" for k, v in inner.values.items())
             note = f"in {definition.name}({shown}) called at {call.span}"
-            raise LocatedError(error.span, error.message, (*error.notes, note)) from None
+            raise LocatedError(
+                error.span, error.message, (*error.notes, note), code=error.code, fixes=error.fixes
+            ) from None
         finally:
             self.calling.pop()
 
     def _arith(self, expr: BinOp, left: int | float, right: int | float) -> int | float:
         op = expr.op
         if op in ("/", "//", "%") and right == 0:
-            raise LocatedError(expr.right.span, "division by zero")
+            raise LocatedError(expr.right.span, "division by zero", code="division-by-zero")
         if op == "+":
             result = left + right
         elif op == "-":
@@ -1203,7 +1370,7 @@ class Elaborator:
         else:
             result = left % right
         if abs(result) > MAX_NUMBER:
-            raise LocatedError(expr.span, f"number too large ({expr_text(expr)})")
+            raise LocatedError(expr.span, f"number too large ({expr_text(expr)})", code="limit")
         return result
 
     def _attr(self, expr: Attr, scope: Scope) -> int:
@@ -1213,6 +1380,7 @@ class Elaborator:
                 raise LocatedError(
                     expr.span,
                     f"{expr.base}.{expr.attr} has no value here: 'in' is the input of a block or network body",
+                    code="no-block-input",
                 )
         elif expr.base in scope.tensors:
             ref = scope.tensors[expr.base]
@@ -1220,17 +1388,21 @@ class Elaborator:
             raise LocatedError(
                 expr.span,
                 f"unknown tensor '{expr.base}'{did_you_mean(expr.base, [*scope.tensors, 'in'])}",
+                code="unknown-name",
             )
         if ref.shape is None:
             raise _Poisoned()
         dims = {"c": 0, "h": 1, "w": 2}
         if expr.attr not in dims:
-            raise LocatedError(expr.span, f"unknown dimension '.{expr.attr}'; use .c, .h or .w")
+            raise LocatedError(
+                expr.span, f"unknown dimension '.{expr.attr}'; use .c, .h or .w", code="unknown-attribute"
+            )
         index = dims[expr.attr]
         if index >= len(ref.shape):
             raise LocatedError(
                 expr.span,
                 f"{expr.base} is flat {fmt_shape(ref.shape)}: it has .c (its features) but no .h or .w",
+                code="unknown-attribute",
             )
         return ref.shape[index]
 
@@ -1272,6 +1444,11 @@ def _show(value: Any, limit: int = MAX_CALL_TEXT) -> str:
         return f"{value:g}"
     text = str(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _join(first: Span, last: Span) -> Span:
+    """The span from the start of ``first`` to the end of ``last``."""
+    return Span(first.file, first.line, first.column, last.end_line, last.end_column)
 
 
 def _describe_expr(expr: Expr) -> str:

@@ -47,6 +47,7 @@ def _decode(data: bytes, file: str) -> str:
         raise LocatedError(
             Span(file, line, column, line, column + 1),
             f"file is not valid UTF-8 (byte 0x{data[error.start]:02x})",
+            code="not-utf8",
         ) from None
 
 
@@ -102,7 +103,9 @@ class _Loader:
                 if twin is not None:
                     self.sink.add(
                         Diagnostic(
-                            item.name_span, f"network {item.name} is already defined at {twin.name_span}"
+                            item.name_span,
+                            f"network {item.name} is already defined at {twin.name_span}",
+                            code="duplicate-definition",
                         )
                     )
                     continue
@@ -122,28 +125,44 @@ class _Loader:
         try:
             return elaborator.defaults(item, Scope("", (), {}, {}, {}, NO_INPUT), current)
         except LocatedError as error:
-            self.sink.add(Diagnostic(error.span, error.message))
+            self.sink.add(error.diagnostic())
             return current
 
     def _add_block(self, item: BlockDef, defaults: dict[str, dict[str, Any]]) -> None:
         from . import ops
 
         if ops.get(item.name) is not None:
-            self.sink.add(Diagnostic(item.name_span, f"block {item.name} would shadow the op {item.name}"))
+            self.sink.add(
+                Diagnostic(
+                    item.name_span, f"block {item.name} would shadow the op {item.name}", code="shadowing"
+                )
+            )
             return
         if item.name in self.program.functions:
             where = self.program.functions[item.name].name_span
-            self.sink.add(Diagnostic(item.name_span, f"block {item.name} would shadow the def at {where}"))
+            self.sink.add(
+                Diagnostic(
+                    item.name_span, f"block {item.name} would shadow the def at {where}", code="shadowing"
+                )
+            )
             return
         previous = self.program.blocks.get(item.name)
         if previous is not None:
             where = previous.definition.name_span
-            self.sink.add(Diagnostic(item.name_span, f"block {item.name} is already defined at {where}"))
+            self.sink.add(
+                Diagnostic(
+                    item.name_span,
+                    f"block {item.name} is already defined at {where}",
+                    code="duplicate-definition",
+                )
+            )
             return
         seen: set[str] = set()
         for param in item.params:
             if param.name in seen:
-                self.sink.add(Diagnostic(param.span, f"parameter '{param.name}' declared twice"))
+                self.sink.add(
+                    Diagnostic(param.span, f"parameter '{param.name}' declared twice", code="duplicate-name")
+                )
             seen.add(param.name)
         self.program.blocks[item.name] = BlockInfo(item, defaults)
 
@@ -161,25 +180,35 @@ class _Loader:
             else None
         )
         if clash is not None:
-            self.sink.add(Diagnostic(item.name_span, f"def {item.name} would shadow {clash}"))
+            self.sink.add(
+                Diagnostic(item.name_span, f"def {item.name} would shadow {clash}", code="shadowing")
+            )
             return
         previous = self.program.functions.get(item.name)
         if previous is not None:
             self.sink.add(
-                Diagnostic(item.name_span, f"def {item.name} is already defined at {previous.name_span}")
+                Diagnostic(
+                    item.name_span,
+                    f"def {item.name} is already defined at {previous.name_span}",
+                    code="duplicate-definition",
+                )
             )
             return
         seen: set[str] = set()
         for param in item.params:
             if param.name in seen:
-                self.sink.add(Diagnostic(param.span, f"parameter '{param.name}' declared twice"))
+                self.sink.add(
+                    Diagnostic(param.span, f"parameter '{param.name}' declared twice", code="duplicate-name")
+                )
             seen.add(param.name)
         self.program.functions[item.name] = item
 
     def _import(self, item: Import, directory: Path, stack: tuple[Path, ...]) -> None:
         if "\x00" in item.path:  # the OS refuses it with a ValueError, not an OSError
             raise LocatedError(
-                item.span, f'cannot import "{item.path}": a file name cannot hold a NUL character'
+                item.span,
+                f'cannot import "{item.path}": a file name cannot hold a NUL character',
+                code="import-missing",
             )
         target = (directory / item.path).resolve()
         self.imports[item.span] = target
@@ -256,13 +285,19 @@ def _build_checked(
             if not candidates:
                 names = ", ".join(n.name for n, _ in program.networks) or "none"
                 raise SpecError(
-                    [Diagnostic(Span(file, 1, 1, 1, 2), f"no network named {network} (networks: {names})")],
+                    [
+                        Diagnostic(
+                            Span(file, 1, 1, 1, 2),
+                            f"no network named {network} (networks: {names})",
+                            code="unknown-network",
+                        )
+                    ],
                     program.sources,
                 )
         if not candidates:
             blocks = len(program.blocks)
             message = f"no network defined ({blocks} block{'s' if blocks != 1 else ''}); write network Name(input: [C, H, W]) {{ ... }}"
-            raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), message)], program.sources)
+            raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), message, code="no-network")], program.sources)
         if len(candidates) > 1:
             names = ", ".join(n.name for n, _ in candidates)
             raise SpecError(
@@ -270,6 +305,7 @@ def _build_checked(
                     Diagnostic(
                         candidates[1][0].name_span,
                         f"the file defines several networks ({names}); choose one with --network",
+                        code="several-networks",
                     )
                 ],
                 program.sources,
@@ -288,7 +324,11 @@ def _build_checked(
             raise SpecError(sink.items, program.sources)
         if not result.outputs:
             raise SpecError(
-                [Diagnostic(definition.name_span, f"network {definition.name} has no output")],
+                [
+                    Diagnostic(
+                        definition.name_span, f"network {definition.name} has no output", code="no-output"
+                    )
+                ],
                 program.sources,
             )
         return result
@@ -298,15 +338,18 @@ def _build_checked(
         raise SpecError([*sink.items, error.diagnostic()], program.sources) from None
     except RecursionError:
         raise SpecError(
-            [Diagnostic(Span(file, 1, 1, 1, 2), "spec nested too deeply")], program.sources
+            [Diagnostic(Span(file, 1, 1, 1, 2), "spec nested too deeply", code="limit")], program.sources
         ) from None
     except MemoryError:
         raise SpecError(
-            [Diagnostic(Span(file, 1, 1, 1, 2), "out of memory while checking the spec")], program.sources
+            [Diagnostic(Span(file, 1, 1, 1, 2), "out of memory while checking the spec", code="limit")],
+            program.sources,
         ) from None
     except Exception as error:  # noqa: BLE001 - the API promises SpecError only; a bug must still be located
         message = f"internal error, please report: {type(error).__name__}: {error}"
-        raise SpecError([Diagnostic(Span(file, 1, 1, 1, 2), message)], program.sources) from error
+        raise SpecError(
+            [Diagnostic(Span(file, 1, 1, 1, 2), message, code="internal")], program.sources
+        ) from error
 
 
 def check_library(path: str | os.PathLike[str], *, allow_outside_imports: bool = False) -> list[str]:
@@ -322,7 +365,7 @@ def check_library(path: str | os.PathLike[str], *, allow_outside_imports: bool =
     try:
         loader.load_text(_decode(data, file), file, source.resolve().parent, (source.resolve(),), main=True)
     except LocatedError as error:
-        sink.add(Diagnostic(error.span, error.message, notes=error.notes))
+        sink.add(error.diagnostic())
     if sink.items:
         raise SpecError(sink.items, loader.program.sources)
     return list(loader.program.blocks)
@@ -374,7 +417,7 @@ def load(
     except LocatedError as error:
         sources = SourceMap()
         sources.add(file, data.decode("utf-8", "replace").lstrip("\ufeff"))
-        raise SpecError([Diagnostic(error.span, error.message)], sources) from None
+        raise SpecError([error.diagnostic()], sources) from None
     return _build(
         text,
         file,

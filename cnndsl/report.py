@@ -110,7 +110,7 @@ class TreeLine:
 
     path: str
     name: str
-    """The path relative to the enclosing instance (``conv.1``); never shortened."""
+    """The path relative to the enclosing instance (``conv.1``), whole (the text table may elide it to fit)."""
     level: int
     """How many expanded block instances enclose the line."""
     row: Row | None
@@ -245,16 +245,33 @@ def _pieces(text: str, paths: bool = False, words: bool = False) -> list[str]:
     return pieces
 
 
+def _elide(name: str, width: int) -> str:
+    """``name`` in at most ``width`` columns: whole when it fits; else a qualified name keeps its leaf
+    (``Dil…/Bottleneck.22/relu.2`` -> ``Dila…/relu.2``) and a single name its two ends (``DilatedB…kStage.0``),
+    with "…" where the middle was."""
+    if len(name) <= width:
+        return name
+    parent, slash, leaf = name.rstrip("/").rpartition("/")
+    leaf += name[len(name.rstrip("/")) :]  # a path piece of Connected to keeps its trailing "/"
+    if parent and len(leaf) + 2 <= width:
+        return name[: width - len(leaf) - 2] + "…" + slash + leaf
+    return _clip(name, width)
+
+
 def _wrap_cell(text: str, width: int, paths: bool = False) -> list[str]:
     """Greedy wrap at ", "; a piece wider than ``width`` alone is broken further (after "/" in a path, then at
-    spaces or after "("), so a name is only ever broken when it cannot fit on a line of its own."""
+    spaces or after "("), so a name is only ever broken when it cannot fit on a line of its own; one that still
+    does not fit (the table is at :data:`WIDTH` already) is elided in the middle."""
     pieces: list[str] = []
     for piece in _pieces(text):
         if len(piece) <= width:
             pieces.append(piece)
             continue
         for part in _pieces(piece, paths=paths):
-            pieces.extend([part] if len(part) <= width else _pieces(part, words=True))
+            if len(part) <= width:
+                pieces.append(part)
+                continue
+            pieces.extend(_elide(word, width) for word in _pieces(part, words=True))
     lines: list[str] = []
     current = ""
     for piece in pieces:
@@ -298,9 +315,11 @@ def _text_cells(summary: Summary, line: TreeLine, connected: dict[str, str]) -> 
     ]
 
 
-def _layout(cells: Sequence[Sequence[str]], headings: Sequence[str]) -> list[int]:
+def _layout(cells: Sequence[Sequence[str]], headings: Sequence[str], floors: tuple[int, int]) -> list[int]:
     """Column widths: fixed columns as wide as their widest cell; the flexible ones share what is left of
-    :data:`WIDTH`, never narrower than their longest unbreakable piece (the table grows past WIDTH instead)."""
+    :data:`WIDTH`, never narrower than their longest unbreakable piece while the table fits. When even those
+    pieces cannot share :data:`WIDTH` (deep trees of long block names), :func:`_shrink` narrows the name columns
+    and the names that no longer fit are elided in the middle; ``floors`` are Layer's and Op's narrowest."""
     natural = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headings)]
     least = list(natural)
     for i in _FLEXIBLE:
@@ -308,9 +327,12 @@ def _layout(cells: Sequence[Sequence[str]], headings: Sequence[str]) -> list[int
             least[i] = max(
                 [len(headings[i])] + [len(p) for c in cells for p in _pieces(c[i], i == _PATHS, True)]
             )
+    gaps = 2 * (len(headings) - 1)
+    if sum(least) + gaps > WIDTH:
+        least = _shrink(least, headings, floors, sum(least) + gaps - WIDTH)
     flexible = [i for i in _FLEXIBLE if i < len(headings)]
-    room = WIDTH - 2 * (len(headings) - 1) - sum(w for i, w in enumerate(natural) if i not in flexible)
-    widths = list(natural)
+    room = WIDTH - gaps - sum(w for i, w in enumerate(least) if i not in flexible)
+    widths = [least[i] if i not in flexible else natural[i] for i in range(len(headings))]
     if sum(natural[i] for i in flexible) <= room:
         return widths
     for i in flexible:
@@ -327,15 +349,58 @@ def _layout(cells: Sequence[Sequence[str]], headings: Sequence[str]) -> list[int
     return widths
 
 
+_MIN_CONNECTED = len("Connected to")
+_MIN_OP = 10
+_MIN_NAME = 8
+"""Narrowest the name columns get when a table must shrink to :data:`WIDTH` (see :func:`_shrink`)."""
+
+
+def _shrink(widths: Sequence[int], headings: Sequence[str], floors: tuple[int, int], over: int) -> list[int]:
+    """Take ``over`` columns from the name columns, in this order: from Connected to (a list of paths, the
+    auxiliary column) down to its heading's width; from the widest of Layer and Op, one column at a time, down
+    to ``floors`` (Layer: 8 columns of name after the deepest glyphs; Op: the longest word of a layer's label,
+    so only block calls of header lines lose their middle); then from Op down to 10 columns. The fixed columns
+    (numbers, shapes) are never narrowed; a table whose floors alone exceed :data:`WIDTH` stays wider."""
+    out = list(widths)
+    if len(headings) > _PATHS:
+        take = min(over, max(out[_PATHS] - _MIN_CONNECTED, 0))
+        out[_PATHS] -= take
+        over -= take
+    while over > 0:
+        shrinkable = [i for i in (0, 1) if out[i] > floors[i]]
+        if not shrinkable:
+            break
+        widest = max(
+            shrinkable, key=lambda i: (out[i], i)
+        )  # on a tie, Op gives first: the tree keeps its names
+        out[widest] -= 1
+        over -= 1
+    take = min(over, max(out[1] - max(_MIN_OP, len(headings[1])), 0))
+    out[1] -= take
+    return out
+
+
 def to_text(summary: Summary) -> str:
     """A torchinfo-style tree: one line per row, a header line for every expanded block instance, names indented
-    by nesting and never shortened; long labels wrap at ", ". A "Connected to" column appears when the network is
+    by nesting, whole unless the table cannot otherwise fit :data:`WIDTH` (then elided in the middle, see
+    :func:`_shrink`); long labels wrap at ", ". A "Connected to" column appears when the network is
     not a chain. Then the totals with their conventions."""
     lines = tree(summary)
     connected = connections(summary, lines)
     headings = _TEXT_HEADINGS if connected else _TEXT_HEADINGS[:-1]
     cells = [_text_cells(summary, line, connected)[: len(headings)] for line in lines]
-    widths = _layout(cells, headings)
+    prefixes = [len(_tree_prefix(line)) for line in lines]
+    label_words = [
+        len(word)
+        for c, line in zip(cells, lines, strict=True)
+        if line.row
+        for word in _pieces(c[1], words=True)
+    ]
+    floors = (max([len(headings[0]), *(p + _MIN_NAME for p in prefixes)]), max([_MIN_OP, *label_words]))
+    widths = _layout(cells, headings, floors)
+    for values, prefix, line in zip(cells, prefixes, lines, strict=True):
+        if len(values[0]) > widths[0]:  # only when the table had to shrink: the name loses its middle
+            values[0] = values[0][:prefix] + _elide(line.name, widths[0] - prefix)
 
     def line_text(values: Sequence[str]) -> str:
         parts = [

@@ -184,12 +184,16 @@ class Assign:
 
 @dataclass(frozen=True)
 class MultiAssign:
-    """``a, b = expr``: takes apart the several tensors a block returns."""
+    """``a, b = expr``: takes apart the several tensors a block returns. ``shapes`` are the asserted shapes
+    (``a, b = Down(64) : [64, 32, 32], [64, 64, 64]``), one per name when written, else empty; ``shapes_span``
+    covers all of them (None when there are none)."""
 
     names: tuple[str, ...]
     name_spans: tuple[Span, ...]
     expr: Expr
     span: Span
+    shapes: tuple[Expr, ...] = ()
+    shapes_span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -374,6 +378,7 @@ class _PostLexer:
                     raise LocatedError(
                         _token_span(self.file, token),
                         f"brackets nested more than {MAX_NESTING} deep",
+                        code="syntax",
                     )
             elif kind in _CLOSERS:
                 if stack and _OPENERS[stack[-1].type] == kind:
@@ -387,6 +392,7 @@ class _PostLexer:
                         _token_span(self.file, token),
                         f"expression nested more than {MAX_NESTING} deep (brackets and arithmetic operators "
                         "count); split it or use a block parameter",
+                        code="syntax",
                     )
             elif kind in _SIBLINGS or (kind in ("LBRACE", "RBRACE") and not stack):
                 nested_operators -= operators[-1]
@@ -409,6 +415,7 @@ class _PostLexer:
                 raise LocatedError(
                     _token_span(self.file, opener),
                     f"unclosed '{opener.value}' before '{token.value}' at line {token.line}",
+                    code="syntax",
                 )
             if pending_newline is not None and kind not in ("RBRACE", "_ARROW", "ELSE"):
                 chained[-1] = 0
@@ -418,7 +425,9 @@ class _PostLexer:
             yield token
         if stack:
             opener = stack[-1]
-            raise LocatedError(_token_span(self.file, opener), f"unclosed '{opener.value}' at end of file")
+            raise LocatedError(
+                _token_span(self.file, opener), f"unclosed '{opener.value}' at end of file", code="syntax"
+            )
 
 
 # -------------------------------------------------------------------------------------------- parser ---
@@ -577,6 +586,7 @@ def _syntax_error(
                 _token_span(file, opener),
                 f"'{opener.value}' is never closed",
                 notes=(f"the parser was still inside it at line {error.token.line}: '{error.token.value}'",),
+                code="syntax",
             )
     if isinstance(error, UnexpectedToken):
         token = error.token
@@ -596,27 +606,35 @@ def _syntax_error(
         if token.type == "COMPARE":
             # A comparison is only refused right after another one.
             return LocatedError(
-                span, f"unexpected {found}: comparisons do not chain; write a < b and b < c, not a < b < c"
+                span,
+                f"unexpected {found}: comparisons do not chain; write a < b and b < c, not a < b < c",
+                code="syntax",
             )
         if token.type == "ELSE":
-            return LocatedError(span, "unexpected 'else': it goes right after the '}' of an if")
+            return LocatedError(
+                span, "unexpected 'else': it goes right after the '}' of an if", code="syntax"
+            )
         if if_condition is not None and not open_brackets and "LBRACE" in expected:
             return LocatedError(
-                span, f"unexpected {found}; expected '{{' (the body of an if is written in braces)"
+                span,
+                f"unexpected {found}; expected '{{' (the body of an if is written in braces)",
+                code="syntax",
             )
         inside = open_brackets[-1].type if open_brackets else None
-        return LocatedError(span, f"unexpected {found}; expected {_describe_expected(expected, inside)}")
+        return LocatedError(
+            span, f"unexpected {found}; expected {_describe_expected(expected, inside)}", code="syntax"
+        )
     if isinstance(error, UnexpectedCharacters):
         position = error.pos_in_stream or 0
         char = text[position] if position < len(text) else "?"
         span = Span(file, error.line, error.column, error.line, error.column + 1)
         if char == '"':
-            return LocatedError(span, "unterminated string (strings end on the same line)")
+            return LocatedError(span, "unterminated string (strings end on the same line)", code="syntax")
         shown = repr(char)[1:-1] if not char.isprintable() else char
-        return LocatedError(span, f"unexpected character '{shown}'")
+        return LocatedError(span, f"unexpected character '{shown}'", code="syntax")
     if isinstance(error, UnexpectedEOF):
-        return LocatedError(_end_span(file, text), "unexpected end of file")
-    return LocatedError(Span(file, 1, 1, 1, 2), str(error))
+        return LocatedError(_end_span(file, text), "unexpected end of file", code="syntax")
+    return LocatedError(Span(file, 1, 1, 1, 2), str(error), code="syntax")
 
 
 def parse(text: str, file: str = "<string>") -> Module:
@@ -632,17 +650,19 @@ def parse(text: str, file: str = "<string>") -> Module:
     except UnexpectedInput as error:
         raise _syntax_error(file, text, error, postlexer.open_brackets, postlexer.if_condition) from None
     except RecursionError:
-        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax") from None
     try:
         items = _ToAst(file).transform(tree)
     except VisitError as error:
         if isinstance(error.orig_exc, LocatedError):
             raise error.orig_exc from None
         if isinstance(error.orig_exc, RecursionError):
-            raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+            raise LocatedError(
+                Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"
+            ) from None
         raise
     except RecursionError:
-        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse") from None
+        raise LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax") from None
     return Module(file, tuple(items))
 
 
@@ -712,10 +732,21 @@ class _ToAst(Transformer[Token, Any]):
 
     @v_args(meta=True, inline=False)
     def multi_assign(self, meta: Any, children: list[Any]) -> MultiAssign:
-        *names, expr = children
+        *names, expr, shapes = children
+        asserted: tuple[Expr, ...] = shapes.items if isinstance(shapes, ListExpr) else ()
         return MultiAssign(
-            tuple(n.value for n in names), tuple(self._tok(n) for n in names), expr, self._span(meta)
+            tuple(n.value for n in names),
+            tuple(self._tok(n) for n in names),
+            expr,
+            self._span(meta),
+            asserted,
+            shapes.span if isinstance(shapes, ListExpr) else None,
         )
+
+    @v_args(meta=True, inline=False)
+    def shapes(self, meta: Any, items: list[Expr]) -> ListExpr:
+        # Carried to multi_assign as a list expression that spans every asserted shape (for located errors).
+        return ListExpr(tuple(items), self._span(meta))
 
     def let_stmt(self, meta: Any, name: Token, expr: Expr) -> Let:
         return Let(name.value, self._tok(name), expr, self._span(meta))
@@ -766,7 +797,7 @@ class _ToAst(Transformer[Token, Any]):
         except ValueError:
             shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
             raise LocatedError(
-                self._tok(token), f"number too large ({shown}); integers go up to 2**53"
+                self._tok(token), f"number too large ({shown}); integers go up to 2**53", code="syntax"
             ) from None
 
     def string(self, meta: Any, token: Token) -> String:
@@ -799,11 +830,15 @@ class _ToAst(Transformer[Token, Any]):
                 continue
             if isinstance(argument, Kwarg):
                 if argument.name in seen:
-                    raise LocatedError(argument.span, f"parameter '{argument.name}' given twice")
+                    raise LocatedError(
+                        argument.span, f"parameter '{argument.name}' given twice", code="duplicate-argument"
+                    )
                 seen.add(argument.name)
                 kwargs.append(argument)
             elif kwargs:
-                raise LocatedError(_expr_span(argument), "positional argument after a keyword argument")
+                raise LocatedError(
+                    _expr_span(argument), "positional argument after a keyword argument", code="syntax"
+                )
             else:
                 args.append(argument)
         return Call(name.value, tuple(args), tuple(kwargs), self._span(meta), self._tok(name))
@@ -873,6 +908,7 @@ class _Precedence:
                 raise LocatedError(
                     Span(self.file, start.line, start.column, start.line, start.column + 3),
                     "'not' cannot follow this operator; put it in brackets: (not x)",
+                    code="syntax",
                 )
             operand = self._expression(_NOT_BINDING)
             left = Not(operand, _join(start, operand.span))
@@ -897,6 +933,7 @@ class _Precedence:
                         following[2],
                         f"unexpected '{following[1]}': comparisons do not chain; write a < b and b < c, "
                         "not a < b < c",
+                        code="syntax",
                     )
         return left
 
@@ -967,7 +1004,8 @@ def parse_recovering(
     """Parse like :func:`parse`, but recover at the next statement after a syntax error.
 
     Returns the module of everything that parsed (a statement or item holding an error is left out) and the
-    errors, in source order, each with a ``syntax`` code and, where the fix is likely, a suggestion and a
+    errors, in source order, each with its code (``syntax``, a ``syntax-...`` one where the mistake is recognised,
+    ``duplicate-argument``, ...) and, where the fix is likely, a suggestion and a
     :class:`~cnndsl.diagnostics.Fix`. With no error the module equals ``parse(text, file)``."""
     errors: list[LocatedError] = []
     current = text
@@ -1018,11 +1056,11 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
     except LocatedError as error:  # from the postlexer: an unclosed or too deeply nested bracket
         if error.code == LIMIT_CODE:
             return error, None  # recovery stops here: no region to blank
-        return _coded(error), _region(text, _offset(text, error.span))
+        return error, _region(text, _offset(text, error.span))
     except UnexpectedInput as error:
         brackets = list(postlexer.open_brackets)
-        located = _suggest(file, text, error, brackets, postlexer.if_condition) or _coded(
-            _syntax_error(file, text, error, brackets, postlexer.if_condition)
+        located = _suggest(file, text, error, brackets, postlexer.if_condition) or _syntax_error(
+            file, text, error, brackets, postlexer.if_condition
         )
         return located, _error_region(text, error, located)
     except RecursionError:
@@ -1031,7 +1069,7 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
         return Module(file, tuple(_ToAst(file).transform(tree)))
     except VisitError as error:
         if isinstance(error.orig_exc, LocatedError):
-            return _coded(error.orig_exc), _region(text, _offset(text, error.orig_exc.span))
+            return error.orig_exc, _region(text, _offset(text, error.orig_exc.span))
         if isinstance(error.orig_exc, RecursionError):
             return LocatedError(
                 Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"
@@ -1039,12 +1077,6 @@ def _attempt(text: str, file: str) -> Module | tuple[LocatedError, tuple[int, in
         raise
     except RecursionError:
         return LocatedError(Span(file, 1, 1, 1, 2), "spec nested too deeply to parse", code="syntax"), None
-
-
-def _coded(error: LocatedError, code: str = "syntax") -> LocatedError:
-    if error.code != "check":
-        return error
-    return LocatedError(error.span, error.message, error.notes, code=code, fixes=error.fixes)
 
 
 def _offset(text: str, span: Span) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cnndsl.cli import main
+from cnndsl.diagnostics import CODES, Diagnostic, Span
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = sorted(p for p in (ROOT / "tests" / "errors").glob("*.cnn") if not p.name.startswith("_"))
@@ -102,3 +103,37 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     with pytest.raises(SystemExit) as exit_info:
         main(["check"])
     assert exit_info.value.code == 2
+
+
+def test_every_broken_spec_has_a_specific_documented_code(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each diagnostic of every broken spec carries one of the documented codes, never a generic one."""
+    monkeypatch.chdir(ROOT)
+    seen: set[str] = set()
+    for spec in ERRORS:
+        assert main(["check", f"tests/errors/{spec.name}", "--format", "json"]) == 1
+        diagnostics = json.loads(capsys.readouterr().out)["diagnostics"]
+        assert diagnostics
+        for diagnostic in diagnostics:
+            assert diagnostic["code"] in CODES and diagnostic["code"] != "check", (spec.name, diagnostic)
+            seen.add(diagnostic["code"])
+    # The broken specs exercise most kinds of problem, not one code for everything.
+    assert len(seen) >= 40, sorted(seen)
+
+
+def test_the_code_list_in_the_docs_is_the_code_list() -> None:
+    text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    table = text.split("### Diagnostic codes", 1)[1].split("| code | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z0-9-]+)` \| (.+) \|$", table, re.M))
+    assert rows == CODES
+    assert all(meaning and len(meaning) <= 110 for meaning in CODES.values())  # one line each
+
+
+def test_a_diagnostic_needs_a_known_code() -> None:
+    span = Span("t.cnn", 1, 1, 1, 2)
+    assert Diagnostic(span, "m", code="op").code == "op"
+    with pytest.raises(ValueError, match="unknown diagnostic code 'check'"):
+        Diagnostic(span, "m", code="check")
+    with pytest.raises(TypeError):
+        Diagnostic(span, "m")  # type: ignore[call-arg]

@@ -146,6 +146,7 @@ def test_layout_rules_of_language_v2() -> None:
         "  z = conv(8) if deep\n"
         "else conv(4)\n"
         "  a, b = Split(c)\n"
+        "  a,b=Split(c):[c,?,?],[c, 8,8]\n"
         "  return a,b\n"
         "}\n"
     )
@@ -167,6 +168,7 @@ def test_layout_rules_of_language_v2() -> None:
         "    z = conv(8) if deep\n"
         "        else conv(4)\n"  # a conditional expression continued
         "    a, b = Split(c)\n"
+        "    a, b = Split(c)  : [c, ?, ?], [c, 8, 8]\n"  # one shape per name, aligned as one assertion
         "    return a, b\n"
         "}\n"
     )

@@ -737,3 +737,196 @@ def test_new_nodes_keep_the_spans_they_come_from() -> None:
         5,
         5,
     )
+
+
+# ------------------------------------------------------------------------------------- rebinding ---
+
+
+def test_rebinding_a_name_to_a_chain_that_starts_from_itself() -> None:
+    """``x = x -> relu`` reads the old x and binds the new one; statements after it continue as usual, in a
+    network and in a block. torch, written by hand, is the oracle."""
+    n = net(
+        """
+        block B(c) {
+            x = conv(c, 3, padding=1)
+            x = x -> relu                           # the old x, then the new one
+            x = x -> conv(c, 1)                     : [c, 6, 6]
+            add(x | in -> conv(c, 1))
+        }
+        network N(image: [3, 6, 6]) {
+            y = conv(4, 1)
+            y = y -> B(4) -> tanh
+            conv(2, 1)
+            add(identity | y -> conv(2, 1))
+        }
+        """
+    )
+    assert n.outputs[0].shape == (2, 6, 6)
+    model = n.to_torch().double().eval()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (3, 4, (1, 1)),
+        (4, 4, (3, 3)),
+        (4, 4, (1, 1)),
+        (4, 4, (1, 1)),
+        (4, 2, (1, 1)),
+        (4, 2, (1, 1)),
+    ]
+    image = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    f = nn.functional
+
+    def block(y: torch.Tensor) -> torch.Tensor:
+        x = convs[1](y)
+        x = f.relu(x)
+        x = convs[2](x)
+        return x + convs[3](y)
+
+    y = torch.tanh(block(convs[0](image)))
+    expected = convs[4](y) + convs[5](y)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image), expected, rtol=0, atol=1e-12)
+
+
+def test_rebinding_by_destructuring_reads_the_old_tensor() -> None:
+    n = net(
+        """
+        block Two(c) {
+            return conv(c, 1), in
+        }
+        network N(image: [3, 6, 6]) {
+            x = conv(4, 1)
+            x, s = x -> Two(8)
+            add(x | s -> conv(8, 1))
+        }
+        """
+    )
+    assert n.outputs[0].shape == (8, 6, 6)
+    add = n.nodes[-1]
+    assert [n.nodes[i].path for i in add.inputs] == ["Two.0/conv.0", "conv.1"]
+    assert n.nodes[n.nodes[-2].inputs[0]].path == "conv.0"  # s is the block's input, the first x
+
+
+def test_a_failed_rebinding_still_silences_later_uses() -> None:
+    assert errors(
+        """
+        network N(image: [3, 6, 6]) {
+            x = conv(4, 1)
+            x = x -> conv(4, 9)
+            x -> relu
+            conv(2, 1)
+        }
+        """
+    ) == ["4:22: conv kernel 9x9 is larger than its input 6x6"]
+
+
+def test_param_after_a_layer_of_its_body_is_refused() -> None:
+    """torch lists a module's own parameters before its submodules' tensors, so a param can only be registered
+    where it is written if it is written before the body's layers: anywhere else is an error."""
+    assert errors(
+        """
+        block B(c) {
+            conv(c, 1)
+            if c > 2 {
+                param g: [c, 1, 1] = 2
+            }
+            mul(identity | g)
+        }
+        network N(image: [3, 6, 6]) {
+            B(4)
+            param h: [4] = 1
+        }
+        """
+    ) == [
+        "5:15: param g is written after the layers of its body; torch registers a block's own parameters "
+        "before its layers, so write every param first in the body",
+        "11:11: param h is written after the layers of its body; torch registers a block's own parameters "
+        "before its layers, so write every param first in the body",
+    ]
+    # Before the layers (after lets, defaults, other params and layer-free statements) it is accepted, and the
+    # state_dict lists the tensors in the written order.
+    n = net(
+        """
+        block B(c) {
+            let k = 1
+            param g: [c, 1, 1] = 2
+            defaults conv(bias=false)
+            identity
+            param s: [c] = 3
+            conv(c, k) -> mul(identity | g) -> mul(identity | s)
+        }
+        network N(image: [3, 6, 6]) {
+            param t: [3, 1, 1] = 1
+            mul(identity | t) -> B(4)
+        }
+        """
+    )
+    model = n.to_torch()
+    assert list(model.state_dict()) == ["t", "B_0.g", "B_0.s", "B_0.conv_0.weight"]
+    assert [x.path for x in n.nodes if x.op in ("parameter", "conv")] == ["t", "B.0/g", "B.0/s", "B.0/conv.0"]
+
+
+# ------------------------------------------------------------------------- destructuring assertions ---
+
+DOWN = """
+defaults conv(padding=same)
+block Down(c) {
+    skip = conv(c, 3) -> relu
+    return skip -> maxpool(2), skip
+}
+"""
+
+
+def test_destructuring_asserts_one_shape_per_name() -> None:
+    """``a, b = Down(64) : [..], [..]``: as ``x = conv(...) : [..]``, one shape per name, ``?`` matches any."""
+    n = net(
+        DOWN
+        + """
+        network N(image: [3, 32, 32]) {
+            x, s1 = Down(8)                 : [8, 16, 16], [8, 32, 32]
+            x, s2 = x -> Down(16)           : [16, ?, ?], [?, 16, 16]
+            concat(x -> upsample(2) | s2)   : [32, 16, 16]
+        }
+        """
+    )
+    assert n.outputs[0].shape == (32, 16, 16)
+
+
+def test_destructuring_assertion_errors_are_located() -> None:
+    head = textwrap.dedent(DOWN)  # 6 lines: the network starts at line 7
+    assert errors(
+        head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 16, 16]\n}"
+    ) == ["8:35: shape assertion failed for s: expected [8, 16, 16], got [8, 32, 32]"]
+    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16]\n}") == [
+        "8:22: 1 shape is asserted for 2 names (x, s); assert one shape per name"
+    ]
+    assert errors(
+        head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], [8, 32, 32], [1]\n}"
+    ) == ["8:48: 3 shapes are asserted for 2 names (x, s); assert one shape per name"]
+    assert errors(head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16], 3\n}") == [
+        "8:35: a shape assertion is a list like [C, H, W] (? matches any), got 3"
+    ]
+    # A wrong count poisons the names: the lines after it stay quiet.
+    assert errors(
+        head + "network N(image: [3, 32, 32]) {\n    x, s = Down(8) : [8, 16, 16]\n    s -> relu\n}"
+    ) == ["8:22: 1 shape is asserted for 2 names (x, s); assert one shape per name"]
+    # One name takes one shape: several after a single assignment stay a syntax error.
+    with pytest.raises(SpecError) as info:
+        net(head + "network N(image: [3, 32, 32]) {\n    x = conv(3, 1) : [3, 32, 32], [3, 32, 32]\n}")
+    assert info.value.diagnostics[0].code.startswith("syntax")
+
+
+def test_destructuring_assertions_under_hostile_input() -> None:
+    head = textwrap.dedent(DOWN)
+    many = ", ".join(["[8, 16, 16]"] * 5000)
+    assert errors(head + f"network N(image: [3, 32, 32]) {{\n    x, s = Down(8) : {many}\n}}") == [
+        "8:48: 5000 shapes are asserted for 2 names (x, s); assert one shape per name"  # at the first extra
+    ]
+    huge = "[8, 16, 16], [" + ", ".join(["8"] * 100_000) + "]"
+    [message] = errors(head + f"network N(image: [3, 32, 32]) {{\n    x, s = Down(8) : {huge}\n}}")
+    assert message.startswith("8:35: shape assertion failed for s: expected [8, 8, 8, ")
+    assert message.endswith(", ...], got [8, 32, 32]") and len(message) < 300
+    deep = "[" * 150 + "]" * 150
+    with pytest.raises(SpecError) as info:
+        net(head + f"network N(image: [3, 32, 32]) {{\n    x, s = Down(8) : [8, 16, 16], {deep}\n}}")
+    assert [d.code for d in info.value.diagnostics] == ["syntax"]
+    assert "nested more than 100 deep" in info.value.diagnostics[0].message

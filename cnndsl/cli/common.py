@@ -34,9 +34,6 @@ class NoNetwork(CliError):
         super().__init__("the file defines no network", exit_code=1)
 
 
-NO_NETWORK_PREFIX = "no network defined"
-
-
 def positive_int(text: str) -> int:
     """argparse type: a positive integer, with a one-line error otherwise."""
     try:
@@ -123,8 +120,8 @@ def load_network(
             max_errors=args.max_errors,
         )
     except SpecError as error:
-        only = error.diagnostics[0].message if len(error.diagnostics) == 1 else ""
-        if quiet_no_network and only.startswith(NO_NETWORK_PREFIX):
+        only = error.diagnostics[0].code if len(error.diagnostics) == 1 else ""
+        if quiet_no_network and only == "no-network":
             raise NoNetwork() from None
         raise spec_failed(args.file, error, json_errors) from None
     except OSError as error:

@@ -267,6 +267,8 @@ class DocumentIndex:
                 for name, span in zip(stmt.names, stmt.name_spans, strict=True):
                     out.append(Occurrence("tensor-def", name, span, scope))
                 self._expr(stmt.expr, scope, out)
+                for shape in stmt.shapes:
+                    self._expr(shape, scope, out)
             elif isinstance(stmt, ParamDecl):
                 out.append(Occurrence("tensor-def", stmt.name, stmt.name_span, scope))
                 self._expr(stmt.shape, scope, out)
