@@ -603,7 +603,7 @@ class Elaborator:
                 try:
                     ops.coerce(spec, value)
                 except OpError as error:
-                    raise LocatedError(kwarg.value.span, error.message, code="op") from None
+                    raise LocatedError(kwarg.value.span, error.message, code=error.code) from None
                 updated.setdefault(op.name, {})[kwarg.name] = value
         return updated
 
@@ -939,10 +939,8 @@ class Elaborator:
         self, error: OpError, call: Call, spans: dict[str, Span], values: dict[str, Any], scope: Scope
     ) -> LocatedError:
         value = values.get(error.param) if error.param else None
-        wanted_number = any(
-            w in error.message for w in ("must be an integer", "must be a number", "true or false")
-        )
-        if isinstance(value, Symbol) and wanted_number:
+        # A bare name where the schema wants a number, true/false or a shape: a layer, or a misspelt parameter.
+        if isinstance(value, Symbol) and error.code == "op-argument-type":
             if value in self.blocks or ops.get(value) is not None:
                 return LocatedError(
                     value.span, f"{error.message}; '{value}' is a layer, not a value", code="expected-value"
@@ -955,7 +953,7 @@ class Elaborator:
                 fixes=fixes,
             )
         span = spans.get(error.param, call.span) if error.param else call.span
-        return LocatedError(span, error.message, code="op")
+        return LocatedError(span, error.message, code=error.code)
 
     def _merge(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
         if call.kwargs:
@@ -1012,7 +1010,7 @@ class Elaborator:
             message = error.message
             if error.branch is not None and any(r.node == x.node for r in final):
                 message += "; an identity branch keeps the input's shape: use shortcut to project it"
-            raise LocatedError(span, message, code="merge") from None
+            raise LocatedError(span, message, code=error.code) from None
         node = self._add_node(op.name, {}, scope.fresh(op.name), call.span, scope, final, shape)
         return Ref(node.id, shape)
 

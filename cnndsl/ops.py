@@ -20,13 +20,20 @@ REQUIRED: Any = object()
 
 
 class OpError(Exception):
-    """A rule's complaint; ``param`` names the argument to point at, when one is to blame."""
+    """A rule's complaint; ``param`` names the argument to point at, when one is to blame, ``branch`` the merge
+    branch. ``code`` is the diagnostic code the checker reports it with (one of ``cnndsl.diagnostics.CODES``,
+    ``op-*`` or ``merge``, documented in docs/language.md): it names the kind of problem so that editors and tools
+    act on it without reading the message. Every rule here passes a specific one; ``op`` is the generic
+    fallback."""
 
-    def __init__(self, message: str, param: str | None = None, branch: int | None = None) -> None:
+    def __init__(
+        self, message: str, param: str | None = None, branch: int | None = None, *, code: str = "op"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.branch = branch
+        self.code = code
 
 
 # ------------------------------------------------------------------------------------------ schema ---
@@ -76,17 +83,25 @@ def _check_range(spec: ParamSpec, value: float) -> None:
         bound = "positive" if spec.minimum == 1 and spec.kind != "float" else f"at least {spec.minimum:g}"
         if spec.minimum == 0:
             bound = "non-negative"
-        raise OpError(f"{spec.name} must be {bound}, got {_describe(value)}", spec.name)
+        raise OpError(
+            f"{spec.name} must be {bound}, got {_describe(value)}", spec.name, code="op-argument-range"
+        )
     if spec.maximum is not None:
         too_big = value >= spec.maximum if spec.exclusive_max else value > spec.maximum
         if too_big:
             word = "below" if spec.exclusive_max else "at most"
-            raise OpError(f"{spec.name} must be {word} {spec.maximum:g}, got {_describe(value)}", spec.name)
+            raise OpError(
+                f"{spec.name} must be {word} {spec.maximum:g}, got {_describe(value)}",
+                spec.name,
+                code="op-argument-range",
+            )
 
 
 def _as_int(spec: ParamSpec, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise OpError(f"{spec.name} must be an integer, got {_describe(value)}", spec.name)
+        raise OpError(
+            f"{spec.name} must be an integer, got {_describe(value)}", spec.name, code="op-argument-type"
+        )
     _check_range(spec, value)
     return value
 
@@ -97,19 +112,31 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
         return _as_int(spec, value)
     if spec.kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise OpError(f"{spec.name} must be a number, got {_describe(value)}", spec.name)
+            raise OpError(
+                f"{spec.name} must be a number, got {_describe(value)}", spec.name, code="op-argument-type"
+            )
         if not math.isfinite(value):
-            raise OpError(f"{spec.name} must be finite, got {_describe(value)}", spec.name)
+            raise OpError(
+                f"{spec.name} must be finite, got {_describe(value)}", spec.name, code="op-argument-range"
+            )
         _check_range(spec, float(value))
         return float(value)
     if spec.kind == "bool":
         if not isinstance(value, bool):
-            raise OpError(f"{spec.name} must be true or false, got {_describe(value)}", spec.name)
+            raise OpError(
+                f"{spec.name} must be true or false, got {_describe(value)}",
+                spec.name,
+                code="op-argument-type",
+            )
         return value
     if spec.kind == "pair":
         if isinstance(value, list | tuple):
             if len(value) != 2:
-                raise OpError(f"{spec.name} must be an integer or [h, w], got {_describe(value)}", spec.name)
+                raise OpError(
+                    f"{spec.name} must be an integer or [h, w], got {_describe(value)}",
+                    spec.name,
+                    code="op-argument-type",
+                )
             return (_as_int(spec, value[0]), _as_int(spec, value[1]))
         number = _as_int(spec, value)
         return (number, number)
@@ -118,21 +145,31 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
             return value
         if isinstance(value, str):
             raise OpError(
-                f"padding must be same, valid, an integer or [h, w], got {_describe(value)}", spec.name
+                f"padding must be same, valid, an integer or [h, w], got {_describe(value)}",
+                spec.name,
+                code="op-choice",
             )
         return coerce(ParamSpec(spec.name, "pair", minimum=0), value)
     if spec.kind == "shape":
         if not isinstance(value, list | tuple) or len(value) not in (1, 3):
-            raise OpError(f"{spec.name} must be a shape [C] or [C, H, W], got {_describe(value)}", spec.name)
+            raise OpError(
+                f"{spec.name} must be a shape [C] or [C, H, W], got {_describe(value)}",
+                spec.name,
+                code="op-argument-type",
+            )
         return tuple(_as_int(ParamSpec(spec.name, "int", minimum=1), v) for v in value)
     if spec.kind == "tensor":
         if not isinstance(value, str) or not value:
-            raise OpError(f"{spec.name} must name a tensor, got {_describe(value)}", spec.name)
+            raise OpError(
+                f"{spec.name} must name a tensor, got {_describe(value)}", spec.name, code="op-argument-type"
+            )
         return value
     if spec.kind == "choice":
         if not isinstance(value, str) or value not in spec.choices:
             options = ", ".join(spec.choices)
-            raise OpError(f"{spec.name} must be one of {options}, got {_describe(value)}", spec.name)
+            raise OpError(
+                f"{spec.name} must be one of {options}, got {_describe(value)}", spec.name, code="op-choice"
+            )
         return value
     raise AssertionError(f"unknown parameter kind {spec.kind}")
 
@@ -303,7 +340,7 @@ def _spatial(shapes: list[Shape], op: str) -> Shape:
     shape = shapes[0]
     if len(shape) != 3:
         hint = " (a flat vector has no height or width)" if len(shape) == 1 else ""
-        raise OpError(f"{op} needs a [C, H, W] input, got {fmt_shape(shape)}{hint}")
+        raise OpError(f"{op} needs a [C, H, W] input, got {fmt_shape(shape)}{hint}", code="op-input-rank")
     return shape
 
 
@@ -316,7 +353,7 @@ def _padding(args: Args) -> tuple[int, int]:
     if padding == "same":
         eh, ew = dh * (kh - 1), dw * (kw - 1)
         if eh % 2 or ew % 2:
-            raise OpError(f"padding=same needs an odd kernel, got {kh}x{kw}", "padding")
+            raise OpError(f"padding=same needs an odd kernel, got {kh}x{kw}", "padding", code="op-padding")
         return (eh // 2, ew // 2)
     return (int(padding[0]), int(padding[1]))
 
@@ -340,11 +377,15 @@ def _windowed(shapes: list[Shape], args: Args, op: str, channels: int, ceil: boo
     eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     if eh > h + 2 * ph or ew > w + 2 * pw:
         padded = f" (padded {h + 2 * ph}x{w + 2 * pw})" if ph or pw else ""
-        raise OpError(f"{op} kernel {eh}x{ew} is larger than its input {h}x{w}{padded}", "kernel")
+        raise OpError(
+            f"{op} kernel {eh}x{ew} is larger than its input {h}x{w}{padded}", "kernel", code="op-output-size"
+        )
     oh = _window_out(h, kh, sh, ph, dh, ceil)
     ow = _window_out(w, kw, sw, pw, dw, ceil)
     if oh < 1 or ow < 1:
-        raise OpError(f"{op} output would be {oh}x{ow}; the input {h}x{w} is too small", "kernel")
+        raise OpError(
+            f"{op} output would be {oh}x{ow}; the input {h}x{w} is too small", "kernel", code="op-output-size"
+        )
     return (channels, oh, ow)
 
 
@@ -352,7 +393,9 @@ def _pool_args(args: Args) -> None:
     kh, kw = args["kernel"]
     ph, pw = _padding(args)
     if ph > kh // 2 or pw > kw // 2:
-        raise OpError(f"pool padding {ph}x{pw} must be at most half the kernel {kh}x{kw}", "padding")
+        raise OpError(
+            f"pool padding {ph}x{pw} must be at most half the kernel {kh}x{kw}", "padding", code="op-padding"
+        )
 
 
 def _window_rf(args: Args) -> RFRule:
@@ -616,9 +659,13 @@ def _conv_shape(shapes: list[Shape], args: Args) -> Shape:
     c = _spatial(shapes, "conv")[0]
     groups = args["groups"]
     if c % groups:
-        raise OpError(f"groups={groups} does not divide the {c} input channels", "groups")
+        raise OpError(f"groups={groups} does not divide the {c} input channels", "groups", code="op-channels")
     if args["channels"] % groups:
-        raise OpError(f"groups={groups} does not divide the {args['channels']} output channels", "groups")
+        raise OpError(
+            f"groups={groups} does not divide the {args['channels']} output channels",
+            "groups",
+            code="op-channels",
+        )
     return _windowed(shapes, args, "conv", args["channels"])
 
 
@@ -689,9 +736,13 @@ def _conv_transpose_shape(shapes: list[Shape], args: Args) -> Shape:
     c, h, w = _spatial(shapes, "conv_transpose")
     groups = args["groups"]
     if c % groups:
-        raise OpError(f"groups={groups} does not divide the {c} input channels", "groups")
+        raise OpError(f"groups={groups} does not divide the {c} input channels", "groups", code="op-channels")
     if args["channels"] % groups:
-        raise OpError(f"groups={groups} does not divide the {args['channels']} output channels", "groups")
+        raise OpError(
+            f"groups={groups} does not divide the {args['channels']} output channels",
+            "groups",
+            code="op-channels",
+        )
     for axis in range(2):
         extra, stride, dilation = args["output_padding"][axis], args["stride"][axis], args["dilation"][axis]
         if extra >= stride and extra >= dilation:
@@ -700,6 +751,7 @@ def _conv_transpose_shape(shapes: list[Shape], args: Args) -> Shape:
                 f"{_kxk(args['stride'])} or the dilation {_kxk(args['dilation'])} (it picks one of the stride's "
                 "possible output sizes)",
                 "output_padding",
+                code="op-transpose-padding",
             )
     sizes = []
     for axis, size in enumerate((h, w)):
@@ -711,6 +763,7 @@ def _conv_transpose_shape(shapes: list[Shape], args: Args) -> Shape:
             f"conv_transpose output would be {sizes[0]}x{sizes[1]}; the padding "
             f"{_kxk(args['padding'])} takes more than the kernel adds",
             "padding",
+            code="op-output-size",
         )
     return (args["channels"], sizes[0], sizes[1])
 
@@ -1125,7 +1178,9 @@ register(
 def _group_norm_shape(shapes: list[Shape], args: Args) -> Shape:
     channels, groups = shapes[0][0], args["groups"]
     if channels % groups:
-        raise OpError(f"groups={groups} does not divide the {channels} channels", "groups")
+        raise OpError(
+            f"groups={groups} does not divide the {channels} channels", "groups", code="op-channels"
+        )
     return shapes[0]
 
 
@@ -1338,7 +1393,9 @@ register(
 def _channel_shuffle_shape(shapes: list[Shape], args: Args) -> Shape:
     channels, groups = _spatial(shapes, "channel_shuffle")[0], args["groups"]
     if channels % groups:
-        raise OpError(f"groups={groups} does not divide the {channels} channels", "groups")
+        raise OpError(
+            f"groups={groups} does not divide the {channels} channels", "groups", code="op-channels"
+        )
     return shapes[0]
 
 
@@ -1364,9 +1421,14 @@ def _chunk_shape(shapes: list[Shape], args: Args) -> Shape:
         raise OpError(
             f"chunk: {chunks} chunks do not divide the {channels} channels; use slice(start, stop) for uneven parts",
             "chunks",
+            code="op-channels",
         )
     if index >= chunks:
-        raise OpError(f"chunk index {index} is past the last of {chunks} chunks (they count from 0)", "index")
+        raise OpError(
+            f"chunk index {index} is past the last of {chunks} chunks (they count from 0)",
+            "index",
+            code="op-argument-range",
+        )
     return (channels // chunks, *shapes[0][1:])
 
 
@@ -1396,9 +1458,11 @@ register(
 def _slice_shape(shapes: list[Shape], args: Args) -> Shape:
     channels, start, stop = shapes[0][0], args["start"], args["stop"]
     if stop > channels:
-        raise OpError(f"slice stop {stop} is past the {channels} channels", "stop")
+        raise OpError(f"slice stop {stop} is past the {channels} channels", "stop", code="op-channels")
     if start >= stop:
-        raise OpError(f"slice [{start}:{stop}] is empty; start must be below stop", "start")
+        raise OpError(
+            f"slice [{start}:{stop}] is empty; start must be below stop", "start", code="op-output-size"
+        )
     return (stop - start, *shapes[0][1:])
 
 
@@ -1430,14 +1494,17 @@ def _resize_shape(shapes: list[Shape], args: Args) -> Shape:
     if len(given) != 1:
         raise OpError(
             "resize takes exactly one of size=[h, w], scale=s or like=tensor"
-            + (f", got {' and '.join(given)}" if given else "")
+            + (f", got {' and '.join(given)}" if given else ""),
+            code="op-argument-conflict",
         )
     if args["align_corners"] and args["mode"] == "nearest":
-        raise OpError("align_corners applies to mode=bilinear only", "align_corners")
+        raise OpError(
+            "align_corners applies to mode=bilinear only", "align_corners", code="op-argument-conflict"
+        )
     if args["like"] is not None:
         if len(shapes) < 2 or len(shapes[1]) != 3:
             shown = fmt_shape(shapes[1]) if len(shapes) > 1 else "nothing"
-            raise OpError(f"resize like= needs a [C, H, W] tensor, got {shown}", "like")
+            raise OpError(f"resize like= needs a [C, H, W] tensor, got {shown}", "like", code="op-input-rank")
         return (c, shapes[1][1], shapes[1][2])
     if args["size"] is not None:
         return (c, *args["size"])
@@ -1445,7 +1512,9 @@ def _resize_shape(shapes: list[Shape], args: Args) -> Shape:
     oh, ow = math.floor(h * args["scale"]), math.floor(w * args["scale"])
     if oh < 1 or ow < 1:
         raise OpError(
-            f"resize output would be {oh}x{ow}; scale {args['scale']:g} is too small for {h}x{w}", "scale"
+            f"resize output would be {oh}x{ow}; scale {args['scale']:g} is too small for {h}x{w}",
+            "scale",
+            code="op-output-size",
         )
     return (c, oh, ow)
 
@@ -1506,7 +1575,8 @@ register(
 def _linear_shape(shapes: list[Shape], args: Args) -> Shape:
     if len(shapes[0]) != 1:
         raise OpError(
-            f"linear needs a flat input, got {fmt_shape(shapes[0])}; add flatten (or gap) before it"
+            f"linear needs a flat input, got {fmt_shape(shapes[0])}; add flatten (or gap) before it",
+            code="op-input-rank",
         )
     return (args["features"],)
 
@@ -1627,12 +1697,14 @@ def _concat_shape(shapes: list[Shape], args: Args) -> Shape:
             raise OpError(
                 f"concat: branch {index + 1} has shape {fmt_shape(shape)} but branch 1 has {fmt_shape(first)}",
                 branch=index,
+                code="merge",
             )
         if shape[1:] != first[1:]:
             raise OpError(
                 f"concat: branch {index + 1} is {_kxk(shape[1:])} (shape {fmt_shape(shape)}) but branch 1 is "
                 f"{_kxk(first[1:])} (shape {fmt_shape(first)}); concat joins channels of equal height and width",
                 branch=index,
+                code="merge",
             )
     return (sum(s[0] for s in shapes), *first[1:])
 
@@ -1658,6 +1730,7 @@ def _broadcast_shape(op: str) -> Callable[[list[Shape], Args], Shape]:
                     f"{op}: branch {index + 1} has shape {fmt_shape(branch)}, which does not match or broadcast "
                     f"over {fmt_shape(result)} (a [C] or [C, 1, 1] branch applies per channel to a [C, H, W] one)",
                     branch=index,
+                    code="merge",
                 )
             result = merged
         return result
@@ -1720,7 +1793,9 @@ def _pad_shape(shapes: list[Shape], args: Args) -> Shape:
     if args["mode"] == "reflect" and (
         max(args["left"], args["right"]) >= w or max(args["top"], args["bottom"]) >= h
     ):
-        raise OpError(f"reflect padding must be smaller than the input size {h}x{w}", "mode")
+        raise OpError(
+            f"reflect padding must be smaller than the input size {h}x{w}", "mode", code="op-padding"
+        )
     return (c, h + args["top"] + args["bottom"], w + args["left"] + args["right"])
 
 
@@ -1765,10 +1840,12 @@ register(
 
 def _sample_add_shape(shapes: list[Shape], args: Args) -> Shape:
     if len(shapes) != 2:
-        raise OpError(f"sample_add takes two branches (the base, then the one added), got {len(shapes)}")
+        raise OpError(
+            f"sample_add takes two branches (the base, then the one added), got {len(shapes)}", code="merge"
+        )
     base, added = shapes
     if len(base) != 3 or len(added) != 3:
-        raise OpError("sample_add needs two [C, H, W] branches")
+        raise OpError("sample_add needs two [C, H, W] branches", code="merge")
     for axis, (b, a) in enumerate(zip(base[1:], added[1:], strict=True)):
         big, small = max(a, b), min(a, b)
         if big % small:
@@ -1776,11 +1853,13 @@ def _sample_add_shape(shapes: list[Shape], args: Args) -> Shape:
             raise OpError(
                 f"sample_add: the {word}s {a} and {b} must divide one another (Darknet samples with a stride)",
                 branch=1,
+                code="merge",
             )
     if (added[1] >= base[1]) != (added[2] >= base[2]) or added[1] * base[2] != added[2] * base[1]:
         raise OpError(
             f"sample_add: branch 2 {fmt_shape(added)} is not a strided sample of branch 1 {fmt_shape(base)}",
             branch=1,
+            code="merge",
         )
     return base
 
@@ -1819,7 +1898,7 @@ def resolve_args(op: OpDef, values: dict[str, Any]) -> dict[str, Any]:
         if spec.name in values:
             resolved[spec.name] = coerce(spec, values[spec.name])
         elif spec.required:
-            raise OpError(f"{op.name} needs '{spec.name}' ({spec.doc})", None)
+            raise OpError(f"{op.name} needs '{spec.name}' ({spec.doc})", code="missing-argument")
         else:
             resolved[spec.name] = None if spec.default is None else coerce(spec, spec.default)
     if "stride" in resolved and resolved["stride"] is None:

@@ -576,7 +576,9 @@ async def test_diagnostics_follow_changes(client: RecordingClient) -> None:
     assert await open_text(client, doc, good) == []
     await change(client, doc, good.replace("conv(8, 3)", "conv(8, 33)"), 2)
     diagnostics = await diagnostics_for(client, doc, 2)
-    assert [(d.code, d.range) for d in diagnostics] == [("op", span_range(2, 13, 2, 15))]  # at the kernel
+    assert [(d.code, d.range) for d in diagnostics] == [
+        ("op-output-size", span_range(2, 13, 2, 15))
+    ]  # the kernel
     await change(client, doc, good.replace("conv(8, 3)", "conv(8, 3) : [8, 32, 32]"), 3)
     diagnostics = await diagnostics_for(client, doc, 3)
     assert [(d.code, d.range, d.message) for d in diagnostics] == [

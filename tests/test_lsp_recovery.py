@@ -193,7 +193,10 @@ def test_analysis_keeps_what_checked_around_a_shape_error() -> None:
         "}\n"
     )
     analysis = analyse_document(text, "t.cnn", ROOT)
-    assert [(d.span.line, d.code) for d in analysis.diagnostics] == [(2, "op"), (4, "op")]
+    assert [(d.span.line, d.code) for d in analysis.diagnostics] == [
+        (2, "op-argument-range"),
+        (4, "op-input-rank"),
+    ]
     (network,) = analysis.networks
     assert [n.op for n in network.nodes] == ["input", "conv", "maxpool"]
     assert network.nodes[-1].shape == (8, 15, 15)

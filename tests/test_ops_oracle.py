@@ -23,6 +23,7 @@ from torch.nn import functional as F  # noqa: N812 - torch's own spelling
 
 from cnndsl import ops, runtime
 from cnndsl.backend import build_module, build_parameter
+from cnndsl.diagnostics import CODES
 from cnndsl.ops import OpError, ParamSpec, Shape, TorchFunction, TorchModule
 
 CASES = 500
@@ -304,17 +305,23 @@ def _compare_outputs(
     assert same, f"{where}: the lowering's values differ from torch"
 
 
+# The codes a refusal may carry: a specific op-* one (or merge, missing-argument), never the generic "op".
+SPECIFIC = {code for code in CODES if code.startswith("op-")} | {"merge", "missing-argument"}
+
+
 def run_case(op: ops.OpDef, shapes: list[Shape], values: dict[str, Any], tally: Tally) -> None:
     where = f"{op.name}({values}) on {shapes}"
     try:
         args = ops.resolve_args(op, values)
-    except OpError:
+    except OpError as error:
+        assert error.code in SPECIFIC, f"{where}: refused with the code {error.code!r}: {error.message}"
         tally.schema_rejected += 1
         return
     try:
         out: Shape | None = op.shape(list(shapes), args)
         refusal = ""
     except OpError as error:
+        assert error.code in SPECIFIC, f"{where}: refused with the code {error.code!r}: {error.message}"
         out, refusal = None, error.message
     # Build the layer from the registry's lowering. It may refuse arguments the rule refused; never others.
     try:
@@ -431,7 +438,8 @@ def test_deliberate_restrictions_are_real() -> None:
 
 
 def test_oracle_catches_a_wrong_rule() -> None:
-    """The oracle can fail: a conv whose shape rule is off by one, or whose cost rule forgets the bias."""
+    """The oracle can fail: a conv whose shape rule is off by one, whose cost rule forgets the bias, or whose
+    refusal carries no specific code."""
     import dataclasses
 
     conv = ops.REGISTRY["conv"]
@@ -449,6 +457,14 @@ def test_oracle_catches_a_wrong_rule() -> None:
         run_case(dataclasses.replace(conv, shape=off_by_one), [(3, 8, 8)], values, Tally())
     with pytest.raises(AssertionError, match="costs say 108 params"):
         run_case(dataclasses.replace(conv, costs=no_bias), [(3, 8, 8)], values, Tally())
+
+    def generic_refusal(shapes: list[Shape], args: Any) -> Shape:
+        raise OpError("refused")  # no code: the generic "op", which names no kind of problem
+
+    # The real rule refuses a 3x3 kernel on 2x2 with its own code.
+    run_case(conv, [(3, 2, 2)], values, Tally())
+    with pytest.raises(AssertionError, match="refused with the code 'op'"):
+        run_case(dataclasses.replace(conv, shape=generic_refusal), [(3, 2, 2)], values, Tally())
 
 
 def test_oracle_catches_a_wrong_lowering() -> None:
@@ -543,40 +559,68 @@ def test_parameter_lowering_matches_its_costs() -> None:
             ops.resolve_args(op, {"shape": bad})
 
 
-# A spec line, the text the error must point at (its first occurrence on the line), and words of the message.
+# A spec line, the text the error must point at (its first occurrence on the line), words of the message, the code.
 LOCATED = [
     (
         "conv_transpose(4, 3, stride=2, output_padding=2)",
         "2)",
         "output_padding 2x2 must be smaller than the stride",
+        "op-transpose-padding",
     ),
-    ("conv_transpose(4, 3, stride=[2, 1], output_padding=[1, 1])", "[1, 1]", "smaller than the stride 2x1"),
-    ("conv_transpose(4, 3, padding=9)", "9", "takes more than the kernel adds"),
-    ("chunk(3, 0)", "3", "3 chunks do not divide the 8 channels"),
-    ("chunk(2, 2)", "2)", "chunk index 2 is past the last of 2 chunks"),
-    ("slice(2, 20)", "20", "slice stop 20 is past the 8 channels"),
-    ("slice(5, 5)", "5, 5", "slice [5:5] is empty"),
-    ("group_norm(3)", "3", "groups=3 does not divide the 8 channels"),
-    ("channel_shuffle(5)", "5", "groups=5 does not divide the 8 channels"),
+    (
+        "conv_transpose(4, 3, stride=[2, 1], output_padding=[1, 1])",
+        "[1, 1]",
+        "smaller than the stride 2x1",
+        "op-transpose-padding",
+    ),
+    ("conv_transpose(4, 3, padding=9)", "9", "takes more than the kernel adds", "op-output-size"),
+    ("chunk(3, 0)", "3", "3 chunks do not divide the 8 channels", "op-channels"),
+    ("chunk(2, 2)", "2)", "chunk index 2 is past the last of 2 chunks", "op-argument-range"),
+    ("slice(2, 20)", "20", "slice stop 20 is past the 8 channels", "op-channels"),
+    ("slice(5, 5)", "5, 5", "slice [5:5] is empty", "op-output-size"),
+    ("group_norm(3)", "3", "groups=3 does not divide the 8 channels", "op-channels"),
+    ("channel_shuffle(5)", "5", "groups=5 does not divide the 8 channels", "op-channels"),
     (
         "resize(size=4, scale=2)",
         "resize",
         "exactly one of size=[h, w], scale=s or like=tensor, got size and scale",
+        "op-argument-conflict",
     ),
-    ("resize()", "resize", "exactly one of"),
-    ("resize(size=4, align_corners=true)", "true", "align_corners applies to mode=bilinear only"),
-    ("resize(scale=0.01)", "0.01", "resize output would be 0x0"),
-    ("stochastic_depth(1.5)", "1.5", "p must be at most 1"),
-    ("stochastic_depth(0.1, mode=rows)", "rows", "mode must be one of row, batch"),
-    ("gap -> channel_linear(4)", "channel_linear", "channel_linear needs a [C, H, W] input, got [8]"),
-    ("mul(identity | conv(4, 1) -> adaptive_avgpool(1))", "conv(4, 1) -> adaptive_avgpool(1)", "broadcast"),
-    ("add(identity | adaptive_avgpool([1, 2]))", "adaptive_avgpool([1, 2])", "does not match or broadcast"),
+    ("resize()", "resize", "exactly one of", "op-argument-conflict"),
+    (
+        "resize(size=4, align_corners=true)",
+        "true",
+        "align_corners applies to mode=bilinear only",
+        "op-argument-conflict",
+    ),
+    ("resize(scale=0.01)", "0.01", "resize output would be 0x0", "op-output-size"),
+    ("stochastic_depth(1.5)", "1.5", "p must be at most 1", "op-argument-range"),
+    ("stochastic_depth(0.1, mode=rows)", "rows", "mode must be one of row, batch", "op-choice"),
+    (
+        "gap -> channel_linear(4)",
+        "channel_linear",
+        "channel_linear needs a [C, H, W] input, got [8]",
+        "op-input-rank",
+    ),
+    (
+        "mul(identity | conv(4, 1) -> adaptive_avgpool(1))",
+        "conv(4, 1) -> adaptive_avgpool(1)",
+        "broadcast",
+        "merge",
+    ),
+    (
+        "add(identity | adaptive_avgpool([1, 2]))",
+        "adaptive_avgpool([1, 2])",
+        "does not match or broadcast",
+        "merge",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("line", "at", "words"), LOCATED, ids=[case[0] for case in LOCATED])
-def test_new_op_errors_are_located(line: str, at: str, words: str) -> None:
-    """A bad use of a newer op is a located error on the argument (or branch) to blame, never a traceback."""
+@pytest.mark.parametrize(("line", "at", "words", "code"), LOCATED, ids=[case[0] for case in LOCATED])
+def test_new_op_errors_are_located(line: str, at: str, words: str, code: str) -> None:
+    """A bad use of a newer op is a located error on the argument (or branch) to blame, with the code that names
+    what is wrong, never a traceback."""
     import cnndsl
 
     text = f"network Bad(x: [8, 10, 10]) {{\n    {line}\n}}\n"
@@ -584,4 +628,5 @@ def test_new_op_errors_are_located(line: str, at: str, words: str) -> None:
         cnndsl.loads(text, "bad.cnn")
     [diagnostic] = info.value.diagnostics
     assert words in diagnostic.message
+    assert diagnostic.code == code, diagnostic.message
     assert (diagnostic.span.line, diagnostic.span.column) == (2, 5 + line.index(at)), diagnostic.message
