@@ -19,6 +19,7 @@ from . import ops
 from .diagnostics import (
     Diagnostic,
     DiagnosticSink,
+    Fix,
     Frame,
     LocatedError,
     SourceMap,
@@ -603,7 +604,10 @@ class Elaborator:
                 try:
                     ops.coerce(spec, value)
                 except OpError as error:
-                    raise LocatedError(kwarg.value.span, error.message, code=error.code) from None
+                    hint, fixes = _word_suggestion(spec, value) if error.code == "op-choice" else ("", ())
+                    raise LocatedError(
+                        kwarg.value.span, error.message + hint, code=error.code, fixes=fixes
+                    ) from None
                 updated.setdefault(op.name, {})[kwarg.name] = value
         return updated
 
@@ -914,7 +918,7 @@ class Elaborator:
         try:
             args = ops.resolve_args(op, values)
         except OpError as error:
-            raise self._locate(error, call, spans, values, scope) from None
+            raise self._locate(error, op, call, spans, values, scope) from None
         if not op.makes_node:
             return x  # identity adds no node: the edge goes straight through
         if x.shape is None:
@@ -931,12 +935,18 @@ class Elaborator:
         try:
             shape = op.shape(shapes, args)
         except OpError as error:
-            raise self._locate(error, call, spans, values, scope) from None
+            raise self._locate(error, op, call, spans, values, scope) from None
         node = self._add_node(op.name, args, scope.fresh(op.name), call.span, scope, inputs, shape)
         return Ref(node.id, shape)
 
     def _locate(
-        self, error: OpError, call: Call, spans: dict[str, Span], values: dict[str, Any], scope: Scope
+        self,
+        error: OpError,
+        op: OpDef,
+        call: Call,
+        spans: dict[str, Span],
+        values: dict[str, Any],
+        scope: Scope,
     ) -> LocatedError:
         value = values.get(error.param) if error.param else None
         # A bare name where the schema wants a number, true/false or a shape: a layer, or a misspelt parameter.
@@ -953,6 +963,10 @@ class Elaborator:
                 fixes=fixes,
             )
         span = spans.get(error.param, call.span) if error.param else call.span
+        spec = op.param(error.param) if error.param else None
+        if spec is not None and error.code == "op-choice":
+            hint, fixes = _word_suggestion(spec, value)
+            return LocatedError(span, error.message + hint, code=error.code, fixes=fixes)
         return LocatedError(span, error.message, code=error.code)
 
     def _merge(self, op: OpDef, call: Call, scope: Scope, x: Ref) -> Ref:
@@ -1403,6 +1417,13 @@ class Elaborator:
                 code="unknown-attribute",
             )
         return ref.shape[index]
+
+
+def _word_suggestion(spec: ops.ParamSpec, value: Any) -> tuple[str, tuple[Fix, ...]]:
+    """A misspelt bare word (``mode=bilinar``): the did-you-mean text and the fix that replaces the word."""
+    if isinstance(value, Symbol):
+        return suggestion(value, value.span, spec.words)
+    return "", ()
 
 
 @cache

@@ -67,6 +67,16 @@ class ParamSpec:
     def required(self) -> bool:
         return self.default is REQUIRED
 
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The bare words the parameter takes (a choice's options; padding's same and valid): what a misspelt
+        word is matched against for a did-you-mean."""
+        if self.kind == "choice":
+            return self.choices
+        if self.kind == "padding":
+            return ("same", "valid")
+        return ()
+
 
 def _describe(value: Any) -> str:
     if isinstance(value, bool):

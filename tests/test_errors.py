@@ -169,6 +169,80 @@ def test_every_op_refusal_has_a_specific_op_code(
     assert op_codes <= {code for codes in OP_FAILURES.values() for code in codes}
 
 
+@pytest.mark.parametrize(
+    ("line", "code", "message"),
+    [
+        (
+            "conv_transpose(4, 3, stride=2, output_padding=3)",
+            "op-transpose-padding",
+            "output_padding 3x3 must be smaller than the stride 2x2 or the dilation 1x1",
+        ),
+        ("chunk(3, 1)", "op-channels", "chunk: 3 chunks do not divide the 8 channels"),
+        ("slice(0, 9)", "op-channels", "slice stop 9 is past the 8 channels"),
+        ("conv(8, 3, groups=3)", "op-channels", "groups=3 does not divide the 8 input channels"),
+        ("conv(8, 3, stride=0)", "op-argument-range", "stride must be positive, got 0"),
+        ("conv(8, 3, bias=1)", "op-argument-type", "bias must be true or false, got 1"),
+        ("conv(8, [3, 3, 3])", "op-argument-type", "kernel must be an integer or [h, w], got [3, 3, 3]"),
+        ("conv(8, 3, padding=full)", "op-choice", "padding must be same, valid, an integer or [h, w]"),
+        ("conv(kernel=3)", "missing-argument", "conv needs 'channels' (output channels)"),
+        ("flatten -> conv(8, 3)", "op-input-rank", "conv needs a [C, H, W] input, got [800]"),
+        ("maxpool(11)", "op-output-size", "maxpool kernel 11x11 is larger than its input 10x10"),
+        ("pad(left=10, mode=reflect)", "op-padding", "reflect padding must be smaller than the input size"),
+    ],
+)
+def test_an_op_refusal_has_the_code_of_its_kind(line: str, code: str, message: str) -> None:
+    """Directly, through the public API: each kind of op refusal reaches the diagnostic with its code."""
+    import cnndsl
+
+    with pytest.raises(cnndsl.SpecError) as info:
+        cnndsl.loads(f"network Bad(x: [8, 10, 10]) {{\n    {line}\n}}\n", "bad.cnn")
+    [diagnostic] = info.value.diagnostics
+    assert (diagnostic.code, diagnostic.span.line) == (code, 2)
+    assert message in diagnostic.message
+
+
+def test_a_misspelt_choice_suggests_the_word_as_a_fix() -> None:
+    """mode=bilinar and padding=sme (in a layer or in defaults): a did-you-mean with the word's fix; a word far
+    from every choice gets neither."""
+    import cnndsl
+
+    for body, word, meant in [
+        ("upsample(2, mode=bilinar)", "bilinar", "bilinear"),
+        ("conv(8, 3, padding=sme)", "sme", "same"),
+        ("stochastic_depth(0.1, mode=rows)", "rows", "row"),
+    ]:
+        spec = f"network Bad(x: [8, 10, 10]) {{\n    {body}\n}}\n"
+        with pytest.raises(cnndsl.SpecError) as info:
+            cnndsl.loads(spec, "bad.cnn")
+        [diagnostic] = info.value.diagnostics
+        assert diagnostic.code == "op-choice"
+        assert diagnostic.message.endswith(f"; did you mean '{meant}'?")
+        [fix] = diagnostic.fixes
+        column = 5 + body.index(word)
+        assert (fix.span.line, fix.span.column, fix.span.end_column) == (2, column, column + len(word))
+        assert fix.replacement == meant
+    # The same misspelling twice: each fix replaces its own word.
+    twice = "network Bad(x: [8, 10, 10]) {\n    a = upsample(2, mode=bilinar)\n    b = x -> upsample(2, mode=bilinar)\n}\n"
+    with pytest.raises(cnndsl.SpecError) as info:
+        cnndsl.loads(twice, "bad.cnn")
+    assert [(f.span.line, f.span.column) for d in info.value.diagnostics for f in d.fixes] == [
+        (2, 26),
+        (3, 31),
+    ]
+    defaults = "defaults conv(padding=vaild)\nnetwork Bad(x: [8, 10, 10]) {\n    conv(8, 3)\n}\n"
+    with pytest.raises(cnndsl.SpecError) as info:
+        cnndsl.loads(defaults, "bad.cnn")
+    [diagnostic] = info.value.diagnostics
+    assert diagnostic.code == "op-choice" and diagnostic.message.endswith("; did you mean 'valid'?")
+    assert [(f.span.column, f.replacement) for f in diagnostic.fixes] == [(23, "valid")]
+    with pytest.raises(cnndsl.SpecError) as info:
+        cnndsl.loads("network Bad(x: [8, 10, 10]) {\n    upsample(2, mode=cubic)\n}\n", "bad.cnn")
+    [diagnostic] = info.value.diagnostics
+    assert (
+        diagnostic.code == "op-choice" and diagnostic.fixes == () and "did you mean" not in diagnostic.message
+    )
+
+
 def test_the_code_list_in_the_docs_is_the_code_list() -> None:
     text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
     table = text.split("### Diagnostic codes", 1)[1].split("| code | meaning |", 1)[1].split("\n\n", 1)[0]

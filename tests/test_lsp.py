@@ -553,6 +553,24 @@ async def test_a_did_you_mean_is_a_one_click_fix(client: RecordingClient) -> Non
     assert await diagnostics_for(client, doc, 3) == []
 
 
+async def test_a_misspelt_choice_is_a_one_click_fix(client: RecordingClient) -> None:
+    text = "network N(image: [3, 32, 32]) {\n    upsample(2, mode=bilinar)\n}\n"
+    doc = "untitled:choice.cnn"
+    diagnostics = await open_text(client, doc, text)
+    assert [(d.code, d.range) for d in diagnostics] == [("op-choice", span_range(2, 22, 2, 29))]
+    actions = await ask(
+        client.text_document_code_action_async(
+            types.CodeActionParams(
+                types.TextDocumentIdentifier(doc), diagnostics[0].range, types.CodeActionContext(diagnostics)
+            )
+        )
+    )
+    assert actions is not None and [a.title for a in actions] == ["Replace with 'bilinear'"]
+    fixed = _apply(text, actions[0].edit.changes[doc])  # type: ignore[union-attr]
+    assert "upsample(2, mode=bilinear)" in fixed
+    assert cnndsl.loads(fixed).outputs[0].shape == (3, 64, 64)
+
+
 async def test_a_syntax_fix_is_offered_too(client: RecordingClient) -> None:
     text = "network N(image: 3x32x32) {\n    conv(8, 3)\n}\n"
     doc = "untitled:shape.cnn"
