@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from typing import TYPE_CHECKING
 
-from .network import Network
+from . import ops
+from .network import Network, Node
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +59,64 @@ def _names(names: list[str], fallback: str) -> list[str]:
     return result
 
 
+_TORCH_LOGGERS = ("torch.onnx", "torch._guards", "torch._dynamo", "torch.export", "torch.fx")
+"""Loggers quietened while exporting (their levels are restored afterwards)."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _check_expressible(network: Network) -> None:
+    """Raise a located :class:`ExportError` for the first layer its registry entry says has no ONNX form."""
+    for node in network.layers:
+        rule = ops.REGISTRY[node.op].onnx
+        reason = rule(list(node.input_shapes), node.shape, node.args) if rule is not None else None
+        if reason is not None:
+            raise ExportError(f"{node.span}: {node.op} ({node.path}) has no ONNX form: {reason}")
+
+
+def _tag_nodes(module: torch.nn.Module) -> None:
+    """Copy each fx node's network node id into ``meta["custom"]``, which torch.export keeps on every node it
+    makes from that one, so a failure in tracing or in conversion can be traced back to a layer of the spec."""
+    import torch.fx
+
+    for submodule in module.modules():
+        if isinstance(submodule, torch.fx.GraphModule):
+            for node in submodule.graph.nodes:
+                if "cnndsl_node" in node.meta:
+                    node.meta.setdefault("custom", {})["cnndsl_node"] = node.meta["cnndsl_node"]
+
+
+def _failed_node(network: Network, error: BaseException) -> Node | None:
+    """The network node whose fx node the exporter was working on when it failed: the innermost frame, over the
+    whole exception chain, holding a tagged ``torch.fx.Node`` (torch.export's interpreter while tracing, the
+    ONNX translator while converting). None when no frame holds one."""
+    import torch.fx
+
+    found: int | None = None
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback = current.__traceback__
+        while traceback is not None:
+            for value in traceback.tb_frame.f_locals.values():
+                if isinstance(value, torch.fx.Node):
+                    tag = value.meta.get("cnndsl_node", value.meta.get("custom", {}).get("cnndsl_node"))
+                    if isinstance(tag, int) and 0 <= tag < len(network.nodes):
+                        found = tag
+            traceback = traceback.tb_next
+        current = current.__cause__ or current.__context__
+    return network.nodes[found] if found is not None else None
+
+
+def _reason(error: BaseException) -> str:
+    """One line from the exporter's message: the innermost cause's first line, without terminal colours."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = _ANSI.sub("", str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def with_normalization(
     module: torch.nn.Module, mean: list[float], std: list[float], scale: float = 1.0
 ) -> torch.nn.Module:
@@ -95,7 +155,8 @@ def export_onnx(
     """The network as a checked ONNX model (serialized protobuf bytes).
 
     ``batch`` is the example batch size used for tracing; with ``dynamic_batch`` the batch dimension of every
-    input stays symbolic (``batch``). ``module`` is the compiled network to export (trained weights, say);
+    input stays symbolic (``batch``) and the trace uses a batch of at least 2 (torch.export specialises sizes 0
+    and 1). ``module`` is the compiled network to export (trained weights, say);
     by default a fresh ``network.to_torch(logits)``, with torch's default initialisation. Raises :class:`ExportError` when onnx is missing or export fails.
     """
     _require_onnx()
@@ -104,26 +165,35 @@ def export_onnx(
 
     if batch < 1:
         raise ExportError(f"batch must be positive, got {batch}")
+    _check_expressible(network)
     if module is None:
         module = network.to_torch(logits=logits)
     was_training = module.training
     module.eval()
-    example = tuple(torch.randn(batch, *tensor.shape) for tensor in network.inputs)
+    # torch.export specialises a dimension whose example size is 0 or 1: any layout or broadcasting decision
+    # taken at batch 1 becomes a guard "batch <= 1" that contradicts the dynamic batch (a conv whose input is
+    # the channels-last view a LayerNorm2d or ChannelLinear returns picks its memory format by such a test).
+    # A dynamic batch is therefore traced at a batch of at least 2; the ONNX graph does not depend on it.
+    traced = max(batch, 2) if dynamic_batch else batch
+    example = tuple(torch.randn(traced, *tensor.shape) for tensor in network.inputs)
     input_names = _names([t.name for t in network.inputs], "input")
     output_names = _names([t.name for t in network.outputs], "output")
     dynamic_shapes = None
     if dynamic_batch:
         batch_dim = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch_dim} for _ in example)
+    _tag_nodes(module)
     log = io.StringIO()
-    # The exporter logs notes such as "torchvision is not installed" at warning level; they are not the user's.
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)
+    # The exporter logs notes such as "torchvision is not installed" at warning level, and torch.export logs a
+    # failed guard with its traceback at error level; none of it is the user's: a failure is one ExportError.
+    loggers = [logging.getLogger(name) for name in _TORCH_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
-        # The exporter reports progress on stdout and deprecation notices as warnings: keep both off the user's
-        # terminal; the log is quoted when the export fails.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(log):
+        # The exporter reports progress on stdout, deprecation notices as warnings and, when tracing fails, the
+        # partial graph on stderr: keep all of it off the user's terminal.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module,
@@ -136,10 +206,12 @@ def export_onnx(
                 verbose=False,
             )
     except Exception as error:  # noqa: BLE001 - the exporter raises many kinds; the user gets one line
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(f"torch.onnx.export failed: {first}") from error
+        node = _failed_node(network, error)
+        where = f"{node.span}: {node.op} ({node.path}): " if node is not None else ""
+        raise ExportError(f"{where}torch.onnx.export failed: {_reason(error)}") from error
     finally:
-        exporter_log.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         module.train(was_training)
     if program is None:  # pragma: no cover - only the legacy exporter returns None
         raise ExportError("torch.onnx.export returned no program")

@@ -42,6 +42,35 @@ def spec_files() -> list[Path]:
     return sorted(SPECS.glob("*.cnn"))
 
 
+SMALL_SIDES = (32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+"""Square input sides tried, smallest first, by :func:`smallest_input`: 32 leaves the stride-32 stages of the
+torchvision networks at 1x1, so every layer still runs (smaller sides only pad zeros through them)."""
+
+
+def smallest_input(path: Path) -> dict[str | None, tuple[int, ...]] | None:
+    """The smallest square image input (from SMALL_SIDES, below the declared size) that ``path`` checks at, as
+    ``cnndsl.load``'s ``input_shapes``; None where the declared input is the smallest (a flatten into a fixed
+    linear, a spec without a network, or an input that is not an image). Static check only: no torch."""
+    import cnndsl
+
+    try:
+        declared = cnndsl.load(path).inputs
+    except cnndsl.SpecError:
+        return None
+    if len(declared) != 1 or len(declared[0].shape) != 3:
+        return None
+    channels, height, width = declared[0].shape
+    for side in SMALL_SIDES:
+        if side * side >= height * width:
+            break
+        try:
+            cnndsl.load(path, input_shapes={None: (channels, side, side)})
+        except cnndsl.SpecError:
+            continue
+        return {None: (channels, side, side)}
+    return None
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's Chromium, which Playwright drives (never `playwright install`: it downloads a browser)."""
 

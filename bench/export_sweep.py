@@ -1,0 +1,91 @@
+"""Export every network spec in specs/ to ONNX and run it in onnxruntime against the torch module.
+
+For each spec: compile (torch's default initialisation), export with a dynamic batch (``export_onnx``: checked
+with ``onnx.checker``), run onnxruntime on a random batch of one and compare with the eval-mode module (the
+tolerance of tests/test_export.py, relative to the output's scale). Prints one line per spec with the input it
+was exported at, the model's size and the seconds spent compiling, exporting and running; failures print the
+ExportError's one line. CPU seconds are given beside wall seconds: on a shared machine they are the steadier
+measure (onnxruntime's own threads count too). ``--small`` exports at the smallest square input each spec checks at (as
+tests/test_export.py does) instead of the declared one.
+
+    nice -n 15 python bench/export_sweep.py [--small] [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+
+import cnndsl
+from cnndsl.export import ExportError, export_onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from conftest import smallest_input  # noqa: E402
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("names", nargs="*", help="spec names (default: every spec in specs/)")
+    parser.add_argument(
+        "--small", action="store_true", help="export at the smallest input each spec checks at"
+    )
+    args = parser.parse_args()
+    paths = [SPECS / f"{n}.cnn" for n in args.names] or sorted(SPECS.glob("*.cnn"))
+    torch.manual_seed(0)
+    failed = 0
+    total, total_cpu = time.perf_counter(), time.process_time()
+    for path in paths:
+        start, cpu = time.perf_counter(), time.process_time()
+        shapes = smallest_input(path) if args.small else None
+        try:
+            network = cnndsl.load(path, input_shapes=shapes)
+        except cnndsl.SpecError as error:
+            if "no network defined" in str(error):
+                continue
+            raise
+        module = network.to_torch()
+        built, built_cpu = time.perf_counter(), time.process_time()
+        try:
+            data = export_onnx(network, module=module)
+        except ExportError as error:
+            failed += 1
+            print(f"{path.stem:30s} FAILED {time.perf_counter() - built:6.1f} s: {error}", flush=True)
+            continue
+        exported, exported_cpu = time.perf_counter(), time.process_time()
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        inputs = [torch.randn(1, *t.shape) for t in network.inputs]
+        results = session.run(None, {t.name: x.numpy() for t, x in zip(network.inputs, inputs, strict=True)})
+        with torch.no_grad():
+            expected = module.eval()(*inputs)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        worst = 0.0
+        for ours, theirs in zip(results, expected, strict=True):
+            scale = theirs.abs().max().item() or 1.0
+            worst = max(worst, (torch.from_numpy(ours) - theirs).abs().max().item() / scale)
+        shape = "x".join(str(d) for d in network.inputs[0].shape)
+        print(
+            f"{path.stem:30s} {shape:>11s} {len(data) / 2**20:7.1f} MiB  compile {built - start:5.1f} s  "
+            f"export {exported - built:6.1f} s ({exported_cpu - built_cpu:5.1f} s CPU)  "
+            f"run {time.perf_counter() - exported:5.1f} s  total CPU {time.process_time() - cpu:5.1f} s  "
+            f"rel diff {worst:.1e}{'' if worst < 1e-4 else '  DIFFERS'}",
+            flush=True,
+        )
+        del module, session, data
+    print(
+        f"{len(paths)} files, {failed} failed, {time.perf_counter() - total:.0f} s, "
+        f"{time.process_time() - total_cpu:.0f} s CPU",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
