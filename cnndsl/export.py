@@ -12,8 +12,11 @@ import contextlib
 import io
 import logging
 import re
+import tempfile
 import warnings
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import ops
 from .network import Network, Node
@@ -143,6 +146,22 @@ def with_normalization(
     return Normalized()
 
 
+LARGE_MODEL_BYTES = 1536 * 2**20
+"""Weights above this size go to a data file beside the model: one protobuf (a .onnx file) holds at most 2 GiB
+(regnet_y_128gf's weights are 2.6 GB). The threshold is torch.onnx's own."""
+
+
+@dataclass(frozen=True)
+class OnnxFiles:
+    """An exported model: the .onnx bytes and, for a large model, its weights as a separate file."""
+
+    model: bytes
+    data: bytes | None = None
+    """The weights, where they are over :data:`LARGE_MODEL_BYTES`; None when they are inside ``model``."""
+    data_name: str | None = None
+    """The file name ``model`` reads ``data`` from: it must be written beside the model under this name."""
+
+
 def export_onnx(
     network: Network,
     *,
@@ -152,22 +171,85 @@ def export_onnx(
     dynamic_batch: bool = True,
     module: torch.nn.Module | None = None,
 ) -> bytes:
-    """The network as a checked ONNX model (serialized protobuf bytes).
+    """The network as a checked ONNX model (serialized protobuf bytes), weights included.
 
     ``batch`` is the example batch size used for tracing; with ``dynamic_batch`` the batch dimension of every
     input stays symbolic (``batch``) and the trace uses a batch of at least 2 (torch.export specialises sizes 0
-    and 1). ``module`` is the compiled network to export (trained weights, say);
-    by default a fresh ``network.to_torch(logits)``, with torch's default initialisation. Raises :class:`ExportError` when onnx is missing or export fails.
+    and 1). ``module`` is the compiled network to export (trained weights, say); by default a fresh
+    ``network.to_torch(logits)``, with torch's default initialisation. Raises :class:`ExportError` when onnx is
+    missing, a layer has no ONNX form, the export fails, or the weights are too large for one file (then
+    :func:`export_onnx_files` puts them in a second file).
     """
+    files = export_onnx_files(
+        network,
+        batch=batch,
+        logits=logits,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        module=module,
+        single_file=True,
+    )
+    return files.model
+
+
+def export_onnx_files(
+    network: Network,
+    *,
+    name: str = "model.onnx",
+    batch: int = 1,
+    logits: bool = False,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    module: torch.nn.Module | None = None,
+    single_file: bool = False,
+) -> OnnxFiles:
+    """Like :func:`export_onnx`, for a model to be written as the file ``name``: weights over
+    :data:`LARGE_MODEL_BYTES` come back as ``data``, to be written beside it as ``data_name`` (``name.data``);
+    ``single_file`` refuses them instead. Both files pass ``onnx.checker.check_model(full_check=True)``."""
     _require_onnx()
     import onnx
-    import torch
 
     if batch < 1:
         raise ExportError(f"batch must be positive, got {batch}")
     _check_expressible(network)
     if module is None:
         module = network.to_torch(logits=logits)
+    weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    large = weights > LARGE_MODEL_BYTES
+    if large and single_file:
+        raise ExportError(
+            f"the weights ({weights / 2**30:.1f} GiB) are too large for one ONNX file (2 GiB at most): "
+            "export_onnx_files (and cnndsl export) writes them to a .data file beside the model"
+        )
+    program = _program(network, module, batch, opset, dynamic_batch)
+    if not large:
+        proto = program.model_proto
+        _check(onnx, proto)
+        return OnnxFiles(proto.SerializeToString())
+    # The checker reads a model's external data from files: write both to a scratch folder, check, read back.
+    data_name = f"{Path(name).name}.data"
+    with tempfile.TemporaryDirectory(prefix="cnndsl-onnx-") as scratch:
+        path = Path(scratch) / Path(name).name
+        program.save(str(path), external_data=True)
+        _check(onnx, str(path))
+        return OnnxFiles(path.read_bytes(), (path.parent / data_name).read_bytes(), data_name)
+
+
+def _check(onnx: Any, model: Any) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(
+            f"the exported model fails the onnx checker: {str(error).splitlines()[0]}"
+        ) from error
+
+
+def _program(
+    network: Network, module: torch.nn.Module, batch: int, opset: int | None, dynamic_batch: bool
+) -> Any:
+    """torch.onnx.export's ONNXProgram for the eval-mode module (its mode is restored afterwards)."""
+    import torch
+
     was_training = module.training
     module.eval()
     # torch.export specialises a dimension whose example size is 0 or 1: any layout or broadcasting decision
@@ -215,12 +297,4 @@ def export_onnx(
         module.train(was_training)
     if program is None:  # pragma: no cover - only the legacy exporter returns None
         raise ExportError("torch.onnx.export returned no program")
-    proto = program.model_proto
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as error:
-        raise ExportError(
-            f"the exported model fails the onnx checker: {str(error).splitlines()[0]}"
-        ) from error
-    data: bytes = proto.SerializeToString()
-    return data
+    return program

@@ -270,3 +270,34 @@ def test_a_failing_layer_is_named_with_its_line(monkeypatch: pytest.MonkeyPatch)
     message = str(error.value)
     assert message.startswith("<string>:3:5: gmp (gmp.0): torch.onnx.export failed: ")
     assert "data-dependent" in message and "\n" not in message and "\x1b" not in message
+
+
+def test_weights_over_two_gib_go_to_a_data_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """regnet_y_128gf's 2.6 GB of weights cannot be inside one protobuf: cnndsl export writes them to FILE.data
+    beside the model. Shown here on a small network by lowering the threshold."""
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(cnndsl.export, "LARGE_MODEL_BYTES", 0)
+    spec = tmp_path / "small.cnn"
+    spec.write_text(SMALL, encoding="utf-8")
+    with pytest.raises(
+        ExportError, match=r"too large for one ONNX file \(2 GiB at most\): export_onnx_files"
+    ):
+        export_onnx(cnndsl.load(spec))
+    module = cnndsl.load(spec).to_torch()
+    torch.save(module.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "out" / "small.onnx"
+    out.parent.mkdir()
+    assert main(["export", str(spec), "--onnx", str(out), "--weights", str(tmp_path / "w.pt")]) == 0
+    assert "small.onnx.data: " in capsys.readouterr().err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["small.onnx", "small.onnx.data"]
+    model = onnx.load(str(out), load_external_data=False)
+    assert {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"} == {
+        "small.onnx.data"
+    }
+    onnx.checker.check_model(str(out), full_check=True)
+    x = torch.randn(2, 3, 8, 8)
+    (ours,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(ours), module.eval()(x), rtol=1e-4, atol=1e-5)
