@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import onnxruntime as ort
 import torch
 
 import cnndsl
-from cnndsl.export import ExportError, export_onnx
+from cnndsl.export import ExportError, export_onnx_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import smallest_input  # noqa: E402
@@ -55,13 +56,20 @@ def main() -> None:
         module = network.to_torch()
         built, built_cpu = time.perf_counter(), time.process_time()
         try:
-            data = export_onnx(network, module=module)
+            files = export_onnx_files(network, name=f"{path.stem}.onnx", module=module)
         except ExportError as error:
             failed += 1
             print(f"{path.stem:30s} FAILED {time.perf_counter() - built:6.1f} s: {error}", flush=True)
             continue
         exported, exported_cpu = time.perf_counter(), time.process_time()
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        size = len(files.model) + len(files.data or b"")
+        with tempfile.TemporaryDirectory() as scratch:  # onnxruntime reads external weights from files
+            model: str | bytes = files.model
+            if files.data is not None and files.data_name is not None:
+                model = str(Path(scratch) / f"{path.stem}.onnx")
+                Path(model).write_bytes(files.model)
+                (Path(scratch) / files.data_name).write_bytes(files.data)
+            session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         inputs = [torch.randn(1, *t.shape) for t in network.inputs]
         results = session.run(None, {t.name: x.numpy() for t, x in zip(network.inputs, inputs, strict=True)})
         with torch.no_grad():
@@ -73,13 +81,13 @@ def main() -> None:
             worst = max(worst, (torch.from_numpy(ours) - theirs).abs().max().item() / scale)
         shape = "x".join(str(d) for d in network.inputs[0].shape)
         print(
-            f"{path.stem:30s} {shape:>11s} {len(data) / 2**20:7.1f} MiB  compile {built - start:5.1f} s  "
+            f"{path.stem:30s} {shape:>11s} {size / 2**20:7.1f} MiB  compile {built - start:5.1f} s  "
             f"export {exported - built:6.1f} s ({exported_cpu - built_cpu:5.1f} s CPU)  "
             f"run {time.perf_counter() - exported:5.1f} s  total CPU {time.process_time() - cpu:5.1f} s  "
             f"rel diff {worst:.1e}{'' if worst < 1e-4 else '  DIFFERS'}",
             flush=True,
         )
-        del module, session, data
+        del module, session, files
     print(
         f"{len(paths)} files, {failed} failed, {time.perf_counter() - total:.0f} s, "
         f"{time.process_time() - total_cpu:.0f} s CPU",
