@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS, smallest_input, spec_files
+from conftest import SPECS, randomise, smallest_input, spec_files
 
 import cnndsl
 
@@ -54,8 +54,8 @@ def test_sample_uses_every_op_of_the_specs() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SAMPLE)
 def test_spec_exports_and_runs_in_onnxruntime(name: str, tmp_path: Path) -> None:
-    """`cnndsl export` on the spec at its smallest input; onnxruntime at batch 1 (the traced batch is 2) equals
-    the eval-mode module, with batch-norm statistics that are not the identity."""
+    """`cnndsl export --weights` on the spec at its smallest input; onnxruntime at batches 1 and 3 (the traced
+    batch is 2) equals the eval-mode module, whose output depends on its input."""
     ort = pytest.importorskip("onnxruntime")
     from cnndsl.cli import main
 
@@ -64,12 +64,7 @@ def test_spec_exports_and_runs_in_onnxruntime(name: str, tmp_path: Path) -> None
     network = _network(name)
     module = network.to_torch()
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, tensor in module.state_dict().items():
-            if key.endswith("running_mean"):
-                tensor.uniform_(-0.1, 0.1, generator=generator)
-            elif key.endswith("running_var"):
-                tensor.uniform_(0.5, 1.5, generator=generator)
+    randomise(module, network, generator)
     torch.save(module.state_dict(), tmp_path / "weights.pt")
     out = tmp_path / f"{name}.onnx"
     size = ["--input", "x".join(map(str, shapes[None]))] if shapes else []
@@ -77,12 +72,18 @@ def test_spec_exports_and_runs_in_onnxruntime(name: str, tmp_path: Path) -> None
         main(["export", str(path), "--onnx", str(out), "--weights", str(tmp_path / "weights.pt"), *size]) == 0
     )
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    inputs = [torch.randn(1, *t.shape, generator=generator) for t in network.inputs]
-    results = session.run(None, {t.name: x.numpy() for t, x in zip(network.inputs, inputs, strict=True)})
+    inputs = [torch.randn(3, *t.shape, generator=generator) for t in network.inputs]
     with torch.no_grad():
         expected = module.eval()(*inputs)
     expected = expected if isinstance(expected, tuple) else (expected,)
-    assert len(results) == len(expected) == len(network.outputs)
-    for ours, theirs in zip(results, expected, strict=True):
-        scale = max(1.0, theirs.abs().max().item())
-        torch.testing.assert_close(torch.from_numpy(ours), theirs, rtol=1e-4, atol=1e-5 * scale)
+    assert len(expected) == len(network.outputs)
+    # Activations of order one through 50 layers cost float32 precision: on efficientnet_b0 with these weights
+    # torch's own float32 output is 1.6e-4 of the output's scale away from float64 (onnxruntime's 0.6e-4), so
+    # the two float32 results are compared to 1e-3 of the scale; a wrong graph is off by far more.
+    for batch in (1, 3):
+        feed = {t.name: x[:batch].numpy() for t, x in zip(network.inputs, inputs, strict=True)}
+        for ours, theirs in zip(session.run(None, feed), expected, strict=True):
+            scale = max(1.0, theirs.abs().max().item())
+            torch.testing.assert_close(torch.from_numpy(ours), theirs[:batch], rtol=1e-3, atol=1e-3 * scale)
+    for theirs in expected:
+        assert (theirs[0] - theirs[1]).abs().max() > 1e-3 * theirs.abs().max(), "the output ignores the input"
