@@ -62,7 +62,11 @@ def register(subparsers: Any) -> None:
         "--opset", type=int, metavar="N", help="ONNX opset version (default: the exporter's)"
     )
     export_parser.add_argument(
-        "--batch", type=int, default=1, metavar="N", help="example batch size (default 1)"
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="example batch size (default 1; a dynamic batch is traced at 2 or more, see docs/backend.md)",
     )
     export_parser.add_argument(
         "--static-batch", action="store_true", help="fix the batch dimension instead of leaving it dynamic"
