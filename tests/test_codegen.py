@@ -72,9 +72,10 @@ def standalone(network: Network, tmp_path: Path, logits: bool = False) -> type[t
 
 
 def spec_network(path: Path) -> Network:
-    """The spec at the smallest square input it checks at (conftest.smallest_input): the generated source and
-    the modules are the same at any input size but for shape comments, and a 32x32 forward pass still runs every
-    layer (the stride-32 stages at 1x1)."""
+    """The spec at the smallest square input it checks at (conftest.smallest_input): for every spec in specs/ the
+    generated source differs from the declared size's only in shape comments and the ``__main__`` demo's input
+    size (checked 2026-11-30), the modules not at all, and a 32x32 forward pass still runs every layer (the
+    stride-32 stages at 1x1)."""
     try:
         return cnndsl.load(path, input_shapes=smallest_input(path))
     except cnndsl.SpecError as error:
