@@ -304,6 +304,9 @@ class OpDef:
     """False for ops a spec cannot write as a layer (``input``, made by the network's declared inputs)."""
     source: bool = False
     """Takes no input tensor (``input``, ``parameter``)."""
+    onnx: Callable[[list[Shape], Shape, Args], str | None] | None = None
+    """Why a layer with these shapes and arguments has no ONNX form (None: it exports); checked by
+    :func:`cnndsl.export.export_onnx` before tracing, so the user gets the reason and the layer's line."""
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)
@@ -1060,6 +1063,17 @@ def _adaptive_max_shape(shapes: list[Shape], args: Args) -> Shape:
     return (c, *args["size"])
 
 
+def _adaptive_max_onnx(shapes: list[Shape], out: Shape, args: Args) -> str | None:
+    # torch.onnx lowers an adaptive max pool to MaxPool, whose windows all have one size: only sides that divide.
+    (_, h, w), (oh, ow) = shapes[0], args["size"]
+    if h % oh == 0 and w % ow == 0:
+        return None
+    return (
+        f"ONNX has no adaptive max pool with uneven windows ({h}x{w} -> {oh}x{ow}); "
+        "each input side must be a multiple of the output side"
+    )
+
+
 register(
     OpDef(
         name="adaptive_maxpool",
@@ -1074,6 +1088,7 @@ register(
         ),
         label=lambda args: f"adaptive_maxpool → {_kxk(args['size'])}",
         flops_rule="one comparison per input element",
+        onnx=_adaptive_max_onnx,
     )
 )
 

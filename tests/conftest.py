@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
+
+    import cnndsl
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -42,6 +47,35 @@ def spec_files() -> list[Path]:
     return sorted(SPECS.glob("*.cnn"))
 
 
+SMALL_SIDES = (32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+"""Square input sides tried, smallest first, by :func:`smallest_input`: 32 leaves the stride-32 stages of the
+torchvision networks at 1x1, so every layer still runs (smaller sides only pad zeros through them)."""
+
+
+def smallest_input(path: Path) -> dict[str | None, tuple[int, ...]] | None:
+    """The smallest square image input (from SMALL_SIDES, below the declared size) that ``path`` checks at, as
+    ``cnndsl.load``'s ``input_shapes``; None where the declared input is the smallest (a flatten into a fixed
+    linear, a spec without a network, or an input that is not an image). Static check only: no torch."""
+    import cnndsl
+
+    try:
+        declared = cnndsl.load(path).inputs
+    except cnndsl.SpecError:
+        return None
+    if len(declared) != 1 or len(declared[0].shape) != 3:
+        return None
+    channels, height, width = declared[0].shape
+    for side in SMALL_SIDES:
+        if side * side >= height * width:
+            break
+        try:
+            cnndsl.load(path, input_shapes={None: (channels, side, side)})
+        except cnndsl.SpecError:
+            continue
+        return {None: (channels, side, side)}
+    return None
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's Chromium, which Playwright drives (never `playwright install`: it downloads a browser)."""
 
@@ -72,3 +106,29 @@ def browser() -> Iterator[Any]:
         )
         yield launched
         launched.close()
+
+
+def randomise(module: torch.nn.Module, network: cnndsl.Network, generator: torch.Generator) -> None:
+    """Weights that keep activations of order one through a deep network (torch's defaults let them fade, and a
+    constant output would hide a wrong graph), and batch-norm statistics measured on a random batch: far from
+    their defaults (0 and 1), and matched to the activations, so the input still matters at the output."""
+    import torch
+
+    with torch.no_grad():
+        for name, tensor in module.named_parameters():
+            if tensor.dim() >= 2:
+                tensor.normal_(0.0, (1.0 / tensor[0].numel()) ** 0.5, generator=generator)
+            elif name.endswith("weight"):
+                tensor.uniform_(0.5, 1.5, generator=generator)
+            else:
+                tensor.normal_(0.0, 0.1, generator=generator)
+        norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [norm.momentum for norm in norms]
+        for norm in norms:
+            norm.momentum = 1.0  # the running statistics become this batch's
+        with torch.random.fork_rng():  # training-mode dropout and stochastic depth draw from the global RNG
+            torch.manual_seed(0)
+            module.train()(*[torch.randn(4, *t.shape, generator=generator) for t in network.inputs])
+        module.eval()
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum

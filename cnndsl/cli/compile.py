@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from .common import CliError, add_spec_arguments, load_network, write_output
@@ -81,7 +82,11 @@ def register(subparsers: Any) -> None:
         "--opset", type=int, metavar="N", help="ONNX opset version (default: the exporter's)"
     )
     export_parser.add_argument(
-        "--batch", type=int, default=1, metavar="N", help="example batch size (default 1)"
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="example batch size (default 1; a dynamic batch is traced at 2 or more, see docs/backend.md)",
     )
     export_parser.add_argument(
         "--static-batch", action="store_true", help="fix the batch dimension instead of leaving it dynamic"
@@ -228,7 +233,7 @@ def run_export(args: argparse.Namespace) -> int:
     if run is not None and args.weights is None:
         args.weights = str(run.weights)
     network = load_network(args)
-    from ..export import ExportError, OnnxUnavailable, export_onnx
+    from ..export import ExportError, OnnxUnavailable, export_onnx_files
 
     module, state = _load_weights(network, args) if args.weights else (None, None)
     if (args.bake_normalization or args.safetensors) and module is None:
@@ -255,8 +260,9 @@ def run_export(args: argparse.Namespace) -> int:
         assert module is not None
         module = with_normalization(module, mean, std, pixel_max / 255.0)
     try:
-        data = export_onnx(
+        files = export_onnx_files(
             network,
+            name=Path(args.onnx).name,
             batch=args.batch,
             logits=args.logits,
             opset=args.opset,
@@ -266,8 +272,14 @@ def run_export(args: argparse.Namespace) -> int:
     except ExportError as error:
         # A missing optional package is a setup problem (2); a failed export or check is the model's (1).
         raise CliError(str(error), exit_code=2 if isinstance(error, OnnxUnavailable) else 1) from None
-    write_output(args.onnx, data)
-    print(f"{args.onnx}: {len(data):,} bytes, passes the onnx checker", file=sys.stderr)
+    if files.data is not None:
+        # Weights over 2 GiB cannot be inside the .onnx protobuf: the model reads them from this file beside it.
+        assert files.data_name is not None
+        data_path = Path(args.onnx).with_name(files.data_name)
+        write_output(data_path, files.data)
+        print(f"{data_path}: {len(files.data):,} bytes of weights", file=sys.stderr)
+    write_output(args.onnx, files.model)
+    print(f"{args.onnx}: {len(files.model):,} bytes, passes the onnx checker", file=sys.stderr)
     return 0
 
 
