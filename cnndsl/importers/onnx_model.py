@@ -18,7 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, fuse_followers, network_name
+from .graph import (
+    INPUT,
+    Graph,
+    ImportFailure,
+    Location,
+    Problem,
+    Step,
+    Unit,
+    chain_concats,
+    fuse_followers,
+    network_name,
+)
 
 MAX_BYTES = 2 * 1024**3
 """protobuf's own limit for one message."""
@@ -95,6 +106,7 @@ def import_onnx(
             [Problem(Location(file, None, missing[0]), "a graph output is not computed by any node")]
         )
     graph.outputs = [reader.values[o.name] for o in graph_proto.output]
+    chain_concats(graph)
     fuse_followers(graph, reader.weights, graph.outputs)
     return OnnxImport(graph, reader.weights)
 

@@ -24,7 +24,18 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .. import ops
-from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, fuse_followers, network_name
+from .graph import (
+    INPUT,
+    Graph,
+    ImportFailure,
+    Location,
+    Problem,
+    Step,
+    Unit,
+    chain_concats,
+    fuse_followers,
+    network_name,
+)
 
 DEFAULT_INPUT = (3, 224, 224)
 
@@ -171,6 +182,7 @@ class _Tracer:
         if self.problems:
             raise ImportFailure(self.problems)
         self.graph.outputs = outputs
+        chain_concats(self.graph)
         fuse_followers(self.graph, self.modules, outputs)
         return TorchImport(self.graph, self.modules, model)
 
