@@ -443,7 +443,8 @@ def _upsample(module: nn.Upsample, node: fx.Node) -> Step:
 
 
 def _stochastic_depth(module: Any, node: fx.Node) -> Step:
-    return Step.of("stochastic_depth", p=float(module.p), mode=str(module.mode))
+    # torchvision computes the rates (0.2 * 3 / 8 = 0.07500000000000001): written as a person would, 0.075.
+    return Step.of("stochastic_depth", p=round(float(module.p), 12), mode=str(module.mode))
 
 
 def _layer_norm_module(module: nn.LayerNorm, node: fx.Node) -> Step:
