@@ -96,6 +96,8 @@ def import_onnx(
     graph = Graph(network_name(Path(file).stem), f"the ONNX file {Path(file).name}", "image", shape)
     reader = _Reader(file, graph, constants, partial)
     reader.values[inputs[0].name] = INPUT
+    for name in [i for node in graph_proto.node for i in node.input] + [o.name for o in graph_proto.output]:
+        reader.readers[name] = reader.readers.get(name, 0) + 1
     for node in graph_proto.node:
         reader.node(node)
     if reader.problems:
@@ -135,6 +137,9 @@ class _Reader:
         """Tensor name -> the unit computing it (INPUT for the graph input)."""
         self.weights: list[list[list[np.ndarray] | None]] = []
         self.problems: list[Problem] = []
+        self.readers: dict[str, int] = {}
+        """Tensor name -> how many node inputs and graph outputs read it (a pattern may fuse only single-use
+        tensors)."""
 
     def location(self, node: Any) -> Location:
         return Location(self.file, None, f"node {node.name or node.output[0]} ({node.op_type})")
@@ -173,7 +178,7 @@ class _Reader:
             return
         sources = [self.values[name] for name in tensors]
         if step is None and merge is None:
-            self.values[node.output[0]] = sources[0]
+            self.values.setdefault(node.output[0], sources[0])  # unless the rule bound it (a fused pattern)
             return
         unit = Unit(self.location(node), node.op_type, sources, [step] if step else [], merge=merge)
         unit.label = node.name or node.op_type
@@ -211,6 +216,12 @@ def _pads(attrs: dict[str, Any], node: Any) -> Any:
     return _pair(pads[:2])
 
 
+def _f32(value: Any) -> float:
+    """An attribute ONNX stores as float32, as the shortest decimal that is that float32 (0.001, not
+    0.0010000000474974513): the value the exporter was given."""
+    return float(str(np.float32(value)))
+
+
 def _pair(values: Any) -> Any:
     values = list(values)
     return values[0] if values[0] == values[1] else values
@@ -237,9 +248,9 @@ def _conv(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, list
 def _batch_norm(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, list[np.ndarray], None]:
     scale, shift = reader.const(node, 1, "scale"), reader.const(node, 2, "bias")
     mean, var = reader.const(node, 3, "mean"), reader.const(node, 4, "variance")
-    eps = float(attrs.get("epsilon", 1e-5))
+    eps = _f32(attrs.get("epsilon", 1e-5))
     momentum = round(1.0 - float(attrs.get("momentum", 0.9)), 6)
-    step = Step.of("bn", eps=round(eps, 12), momentum=momentum)
+    step = Step.of("bn", eps=eps, momentum=momentum)
     return step, [scale, shift, mean, var], None
 
 
@@ -276,7 +287,41 @@ def _fixed(op: str, **args: Any) -> Rule:
 
 
 def _leaky(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
-    return Step.of("leaky_relu", slope=round(float(attrs.get("alpha", 0.01)), 7)), None, None
+    return Step.of("leaky_relu", slope=_f32(attrs.get("alpha", 0.01))), None, None
+
+
+def _hard_sigmoid(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
+    alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
+    if np.float32(alpha) != np.float32(1 / 6) or beta != 0.5:
+        raise _Unsupported(f"HardSigmoid(alpha={_f32(alpha)}, beta={_f32(beta)}) (torch's is 1/6, 0.5)")
+    return Step.of("hardsigmoid"), None, None
+
+
+def _mul(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, str | None]:
+    """``x * sigmoid(x)`` is SiLU, which ONNX before opset 22 has no node for (torch exports it so): one
+    ``silu`` step, as the source wrote it (and computed: the same float64 result as torch's ``silu``)."""
+    side = _sigmoid_side(reader, node)
+    if side >= 0 and reader.readers.get(node.input[side], 0) == 1:
+        unit_id = reader.values[node.input[side]]
+        unit = reader.graph.units[unit_id]
+        unit.steps = [Step.of("silu")]
+        unit.kind, unit.label = "Sigmoid, Mul", f"{unit.label}, {node.name or node.op_type}"
+        reader.values[node.output[0]] = unit_id  # bound here: the Mul adds no unit
+        return None, None, None
+    return _merge("mul")(reader, node, attrs)
+
+
+def _sigmoid_side(reader: _Reader, node: Any) -> int:
+    """Which input of a two-input Mul is a Sigmoid unit of the other input (-1: neither)."""
+    for side in (0, 1):
+        unit_id = reader.values.get(node.input[side])
+        other = reader.values.get(node.input[1 - side])
+        if unit_id is None or other is None or unit_id == INPUT:
+            continue
+        unit = reader.graph.units[unit_id]
+        if [s.op for s in unit.steps] == ["sigmoid"] and unit.merge is None and unit.inputs == [other]:
+            return side
+    return -1
 
 
 def _clip(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
@@ -346,9 +391,9 @@ def _lrn(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None,
     step = Step.of(
         "lrn",
         size=int(attrs["size"]),
-        alpha=float(attrs.get("alpha", 1e-4)),
-        beta=float(attrs.get("beta", 0.75)),
-        k=float(attrs.get("bias", 1.0)),
+        alpha=_f32(attrs.get("alpha", 1e-4)),
+        beta=_f32(attrs.get("beta", 0.75)),
+        k=_f32(attrs.get("bias", 1.0)),
     )
     return step, None, None
 
@@ -366,6 +411,7 @@ RULES: dict[str, Rule] = {
     "Tanh": _fixed("tanh"),
     "HardSwish": _fixed("hardswish"),
     "LeakyRelu": _leaky,
+    "HardSigmoid": _hard_sigmoid,
     "Clip": _clip,
     "Flatten": _flatten,
     "Reshape": _reshape,
@@ -373,7 +419,7 @@ RULES: dict[str, Rule] = {
     "Softmax": _softmax,
     "Add": _merge("add"),
     "Sum": _merge("add"),
-    "Mul": _merge("mul"),
+    "Mul": _mul,
     "Concat": _merge("concat"),
     "Dropout": _dropout,
     "Identity": _dropout,
