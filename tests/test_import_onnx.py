@@ -151,3 +151,45 @@ def test_cli_onnx_with_weights(tmp_path: Path) -> None:
     x = torch.randn(1, *SHAPE)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=1e-5)
+
+
+class _Gates(torch.nn.Module):
+    """The patterns torch exports for EfficientNet and MobileNet v3: SiLU as ``x * sigmoid(x)``, Hardsigmoid as
+    ONNX's HardSigmoid(1/6, 0.5), a batch norm with eps=1e-3 (a float32 attribute); and a ``x * sigmoid(y)`` gate
+    and ``y * sigmoid(y)`` whose sigmoid is also read elsewhere, which are not SiLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(8, eps=1e-3)
+        self.act = torch.nn.SiLU()
+        self.squeeze = torch.nn.Conv2d(8, 8, 1)
+        self.gate = torch.nn.Hardsigmoid()
+        self.other = torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn(self.conv(x)))
+        x = x * self.gate(self.squeeze(x.mean((2, 3), keepdim=True)))
+        y = self.other(x)
+        s = torch.sigmoid(y)
+        return x * s + y * s + s
+
+
+def test_silu_hardsigmoid_and_float32_attributes_import_as_what_torch_wrote(tmp_path: Path) -> None:
+    source = _Gates().eval()
+    path = tmp_path / "gates.onnx"
+    _export(source, path, dynamo=False)
+    imported = import_onnx(path)
+    spec = import_graph(imported.graph).spec
+    network = cnndsl.loads(spec)
+    ops = [n.op for n in network.layers]
+    assert ops.count("silu") == 1 and ops.count("hardsigmoid") == 1, spec
+    assert ops.count("sigmoid") == 1, spec  # read three times: a sigmoid of its own
+    assert [n.args["eps"] for n in network.layers if n.op == "bn"] == [1e-3]
+    model = network.to_torch().eval()
+    cnndsl.load_weights(model, spec_state_dict(imported, network), match="name")
+    x = torch.randn(2, *SHAPE, dtype=torch.float64)
+    with torch.no_grad():
+        # float64 on both sides: the same ops give the same bits (a sigmoid-and-mul SiLU or eps=0.0010000000475
+        # would not).
+        assert torch.equal(model.double()(x), source.double()(x))
