@@ -137,6 +137,8 @@ class _Reader:
         """Tensor name -> the unit computing it (INPUT for the graph input)."""
         self.weights: list[list[list[np.ndarray] | None]] = []
         self.problems: list[Problem] = []
+        self.views: dict[str, tuple[str, int]] = {}
+        """Tensors that are a 5-d view of their source unit (bound to it) inside a channel shuffle, by stage."""
         self.readers: dict[str, int] = {}
         """Tensor name -> how many node inputs and graph outputs read it (a pattern may fuse only single-use
         tensors)."""
@@ -155,6 +157,8 @@ class _Reader:
         if node.op_type == "Identity" and node.input[0] in self.constants:
             self.constants[node.output[0]] = self.constants[node.input[0]]
             return
+        if node.op_type in FOLD and self.fold(node):
+            return
         tensors = [name for name in node.input if name and name not in self.constants]
         missing = [name for name in tensors if name not in self.values]
         if missing:
@@ -166,6 +170,8 @@ class _Reader:
         try:
             if rule is None:
                 raise _Unsupported(f"{node.op_type} has no cnndsl op")
+            if any(name in self.views for name in tensors) and node.op_type not in ("Reshape", "Transpose"):
+                raise _Unsupported(f"{node.op_type} of a 5-d view (only a channel shuffle is supported)")
             step, weights, merge = rule(self, node, _attributes(node))
         except _Unsupported as error:
             if not self.partial:
@@ -184,6 +190,29 @@ class _Reader:
         unit.label = node.name or node.op_type
         unit.scope = _scope(node.name)
         self._add(node, unit, [weights] if step else [])
+
+    def fold(self, node: Any) -> bool:
+        """Compute a node of shape arithmetic now, when its inputs are constants (or it is ``Shape`` of a tensor
+        whose shape is known): exporters compute reshape targets and resize sizes from ``x.size()`` at run time,
+        which for a file of fixed input shape is a constant."""
+        attrs = _attributes(node)
+        if node.op_type == "Shape":
+            if node.input[0] not in self.values:
+                return False
+            full = np.array([1, *self.shape_of(node.input[0])], dtype=np.int64)  # the file's batch of one
+            start, end = attrs.get("start", 0), attrs.get("end")
+            self.constants[node.output[0]] = full[start:end]
+            return True
+        inputs = [name for name in node.input if name]
+        if not inputs or any(name not in self.constants for name in inputs):
+            return False
+        args = [self.constants[name] for name in inputs]
+        try:
+            value = FOLD[node.op_type](args, attrs)
+        except (ValueError, IndexError, TypeError, KeyError):
+            return False  # not a shape computation this reader can follow: the rule reports the node
+        self.constants[node.output[0]] = np.asarray(value)
+        return True
 
     def _add(self, node: Any, unit: Unit, weights: list[list[np.ndarray] | None]) -> None:
         self.values[node.output[0]] = self.graph.add(unit)
@@ -214,6 +243,55 @@ def _pads(attrs: dict[str, Any], node: Any) -> Any:
     if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
         raise _Unsupported(f"{node.op_type} with uneven pads {pads}")
     return _pair(pads[:2])
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.integer):
+        return np.trunc(a / b).astype(a.dtype)  # ONNX's integer Div truncates
+    return np.asarray(a / b)
+
+
+def _slice(args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
+    data, starts, ends = args[0], args[1], args[2]
+    axes = args[3] if len(args) > 3 else np.arange(len(starts))
+    steps = args[4] if len(args) > 4 else np.ones(len(starts), dtype=np.int64)
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
+        index[int(axis)] = slice(int(start), int(end), int(step))
+    return data[tuple(index)]
+
+
+def _axes(args: list[np.ndarray], attrs: dict[str, Any]) -> list[int]:
+    return sorted(int(a) for a in (args[1] if len(args) > 1 else attrs["axes"]))
+
+
+def _unsqueeze(args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
+    value = args[0]
+    for axis in _axes(args, attrs):
+        value = np.expand_dims(value, axis)
+    return value
+
+
+def _cast(args: list[np.ndarray], attrs: dict[str, Any]) -> np.ndarray:
+    from onnx import helper
+
+    return args[0].astype(helper.tensor_dtype_to_np_dtype(attrs["to"]))
+
+
+FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] = {
+    "Shape": lambda args, attrs: args[0],  # handled by _Reader.fold (it reads a tensor's shape)
+    "Gather": lambda args, attrs: np.take(args[0], args[1], axis=int(attrs.get("axis", 0))),
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": lambda args, attrs: np.squeeze(args[0], axis=tuple(_axes(args, attrs))),
+    "Concat": lambda args, attrs: np.concatenate([np.atleast_1d(a) for a in args], axis=int(attrs["axis"])),
+    "Slice": _slice,
+    "Cast": _cast,
+    "Add": lambda args, attrs: args[0] + args[1],
+    "Sub": lambda args, attrs: args[0] - args[1],
+    "Mul": lambda args, attrs: args[0] * args[1],
+    "Div": lambda args, attrs: _divide(args[0], args[1]),
+}
+"""Shape arithmetic on constants, computed while reading (numpy, ONNX's semantics)."""
 
 
 def _f32(value: Any) -> float:
@@ -347,9 +425,42 @@ def _reshape(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step | 
     target = [int(v) for v in reader.const(node, 1, "shape").reshape(-1)]
     before = reader.shape_of(node.input[0])
     flat = int(np.prod(before))
-    if len(target) == 2 and target[1] in (-1, flat) and target[0] in (-1, 0, 1):
+    view = reader.views.get(node.input[0])
+    if len(target) == 2 and target[1] in (-1, flat) and target[0] in (-1, 0, 1) and view is None:
         return (Step.of("flatten"), None, None) if len(before) != 1 else (None, None, None)
-    raise _Unsupported(f"Reshape to {target} (only flattening is supported)")
+    if len(before) == 3 and len(target) == 5 and view is None:
+        c, h, w = before
+        if target[1] > 0 and target[1] * target[2] == c and target[3:] == [h, w]:
+            reader.views[node.output[0]] = ("grouped", target[1])  # the first step of a channel shuffle
+            return None, None, None
+    if view is not None and view[0] == "shuffled" and len(target) == 4 and target[1:] == list(before):
+        return Step.of("channel_shuffle", groups=view[1]), None, None
+    raise _Unsupported(f"Reshape to {target} (only flattening and channel shuffles are supported)")
+
+
+def _transpose(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, None]:
+    """The middle step of a channel shuffle (ShuffleNet): ``[N, g, C/g, H, W]`` with its two group axes swapped."""
+    view = reader.views.get(node.input[0])
+    if view is None or view[0] != "grouped" or list(attrs.get("perm", [])) != [0, 2, 1, 3, 4]:
+        raise _Unsupported(f"Transpose perm={list(attrs.get('perm', []))} (only within a channel shuffle)")
+    reader.views[node.output[0]] = ("shuffled", view[1])
+    return None, None, None
+
+
+def _slice_tensor(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
+    """One part of a tensor split evenly along channels (``x.chunk(n, dim=1)[k]``): ``chunk(n, k)``."""
+    c = reader.shape_of(node.input[0])[0]
+    starts, ends = reader.const(node, 1, "starts").reshape(-1), reader.const(node, 2, "ends").reshape(-1)
+    axes = reader.const(node, 3, "axes").reshape(-1) if len(node.input) > 3 and node.input[3] else [0]
+    steps = reader.const(node, 4, "steps").reshape(-1) if len(node.input) > 4 and node.input[4] else [1]
+    if len(starts) == 1 and int(axes[0]) == 1 and int(steps[0]) == 1:
+        start, end = max(0, int(starts[0])), min(c, int(ends[0]))
+        size = end - start
+        if size > 0 and c % size == 0 and start % size == 0:
+            return Step.of("chunk", chunks=c // size, index=start // size), None, None
+    raise _Unsupported(
+        f"Slice {list(starts)}:{list(ends)} along axes {list(axes)} (only an even part of the channels)"
+    )
 
 
 def _reduce_mean(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
@@ -381,6 +492,34 @@ def _merge(op: str) -> Rule:
         return None, None, op
 
     return rule
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _resize(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
+    """``Resize`` as torch writes ``F.interpolate``: bilinear (``pytorch_half_pixel`` or ``half_pixel``, or
+    ``align_corners``) or nearest (``asymmetric``, ``floor``), to a constant size or scale."""
+    c, h, w = reader.shape_of(node.input[0])
+    mode = _text(attrs.get("mode", "nearest"))
+    transform = _text(attrs.get("coordinate_transformation_mode", "half_pixel"))
+    if len(node.input) > 3 and node.input[3]:
+        size = [int(v) for v in reader.const(node, 3, "sizes").reshape(-1)[2:]]
+    else:
+        scales = [float(v) for v in reader.const(node, 2, "scales").reshape(-1)[2:]]
+        size = [int(np.floor(h * scales[0])), int(np.floor(w * scales[1]))]
+    if len(size) != 2:
+        raise _Unsupported(f"Resize to {size} (a height and a width)")
+    if mode == "linear" and transform in ("pytorch_half_pixel", "half_pixel", "align_corners"):
+        step = Step.of(
+            "resize", size=_pair(size), mode="bilinear", align_corners=transform == "align_corners"
+        )
+    elif mode == "nearest" and transform == "asymmetric" and _text(attrs.get("nearest_mode", "")) == "floor":
+        step = Step.of("resize", size=_pair(size), mode="nearest")
+    else:
+        raise _Unsupported(f"Resize mode={mode} coordinate_transformation_mode={transform}")
+    return step, None, None
 
 
 def _dropout(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, None]:
@@ -424,6 +563,9 @@ RULES: dict[str, Rule] = {
     "Dropout": _dropout,
     "Identity": _dropout,
     "LRN": _lrn,
+    "Resize": _resize,
+    "Transpose": _transpose,
+    "Slice": _slice_tensor,
 }
 
 
