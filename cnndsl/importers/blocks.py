@@ -200,12 +200,12 @@ def _best_run(
     stmts: list[Stmt], outputs: list[int], totals: dict[str, int], rejected: set[tuple[Any, ...]]
 ) -> tuple[int, list[int], tuple[Any, ...]] | None:
     users = _consumers(stmts)
-    best: tuple[tuple[bool, int, int], int, list[int], tuple[Any, ...]] | None = None
+    best: tuple[tuple[int, bool, int], int, list[int], tuple[Any, ...]] | None = None
     for length in range(2, min(MAX_WINDOW, len(stmts)) + 1):
         groups: dict[tuple[Any, ...], list[int]] = {}
         for start in range(0, len(stmts) - length + 1):
             key = _window_key(stmts, users, outputs, start, length)
-            if key is not None and key not in rejected:
+            if key is not None:
                 groups.setdefault(key, []).append(start)
         for key, starts in groups.items():
             # Where the source has modules, the occurrences that are exactly one module each are a candidate of
@@ -213,22 +213,24 @@ def _best_run(
             # layer look like its later layers) must not hide the layers that are modules.
             aligned_starts = [s for s in starts if totals and whole_scope(stmts[s : s + length], totals)]
             for candidates, aligned in ((aligned_starts, True), (starts, False)):
+                if (key, aligned) in rejected:
+                    continue
                 chosen: list[int] = []
                 for start in candidates:
                     if not chosen or start >= chosen[-1] + length:
                         chosen.append(start)
                 if len(chosen) < 2:
                     continue
-                # Bottom-up, as a person writes blocks: runs that are units of the source (modules) first; of
-                # those, the run that recurs most often (the residual unit before the stage made of them), then
-                # the longer.
+                # Bottom-up, as a person writes blocks: the run that recurs most often first (the residual unit
+                # before the stage made of them); of runs that recur equally often, one that is exactly a unit
+                # of the source (a module), then the longer.
                 gain = len(chosen) * length - (len(chosen) + length + 2)
                 if gain <= 0:
                     continue
-                aligned = aligned or (bool(totals) and len(aligned_starts) == len(starts))
-                score = (aligned, len(chosen), length)
+                whole = aligned or (bool(totals) and len(aligned_starts) == len(starts))
+                score = (len(chosen), whole, length)
                 if best is None or score > best[0]:
-                    best = (score, length, chosen, key)
+                    best = (score, length, chosen, (key, aligned))
     return None if best is None else (best[1], best[2], best[3])
 
 
