@@ -54,7 +54,7 @@ def _export(model: torch.nn.Module, path: Path, dynamo: bool) -> None:
             logging.disable(logging.NOTSET)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121", "shufflenet_v2_x0_5"])
 def test_onnx_round_trip_keeps_layers_weights_and_outputs(tmp_path: Path, name: str) -> None:
     source = _source(name)
     path = tmp_path / f"{name}.onnx"
@@ -193,3 +193,51 @@ def test_silu_hardsigmoid_and_float32_attributes_import_as_what_torch_wrote(tmp_
         # float64 on both sides: the same ops give the same bits (a sigmoid-and-mul SiLU or eps=0.0010000000475
         # would not).
         assert torch.equal(model.double()(x), source.double()(x))
+
+
+class _Views(torch.nn.Module):
+    """What torch exports with shapes computed at run time (``Shape``, ``Gather``, ``Div``... on ``x.size()``):
+    ShuffleNet's channel shuffle (Reshape, Transpose, Reshape), ``chunk`` (Slice) and segmentation's
+    ``interpolate`` back to the input size (Resize), bilinear and nearest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        y = self.conv(x)
+        n, c, h, w = y.size()
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        a, b = y.chunk(2, dim=1)
+        up = torch.nn.functional.interpolate(b, size=size, mode="bilinear", align_corners=False)
+        return up + torch.nn.functional.interpolate(a, scale_factor=2, mode="nearest")
+
+
+def test_run_time_shapes_channel_shuffle_chunks_and_resize_import_exactly(tmp_path: Path) -> None:
+    source = _Views().eval()
+    path = tmp_path / "views.onnx"
+    _export(source, path, dynamo=False)
+    imported = import_onnx(path)
+    spec = import_graph(imported.graph).spec
+    network = cnndsl.loads(spec)
+    ops = [n.op for n in network.layers]
+    assert ops.count("channel_shuffle") == 1 and ops.count("chunk") == 2 and ops.count("resize") == 2, spec
+    model = network.to_torch().eval()
+    cnndsl.load_weights(model, spec_state_dict(imported, network), match="name")
+    x = torch.randn(2, *SHAPE, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(model.double()(x), source.double()(x))
+
+
+def test_a_transpose_outside_a_channel_shuffle_is_reported(tmp_path: Path) -> None:
+    class Swap(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.transpose(2, 3)
+
+    path = tmp_path / "swap.onnx"
+    _export(Swap().eval(), path, dynamo=False)
+    with pytest.raises(ImportFailure) as failure:
+        import_file(path)
+    [problem] = failure.value.problems
+    assert "Transpose" in problem.location.name and "channel shuffle" in problem.message
