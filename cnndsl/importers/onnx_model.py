@@ -375,7 +375,9 @@ def _hard_sigmoid(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[St
     return Step.of("hardsigmoid"), None, None
 
 
-def _mul(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, str | None]:
+def _mul(
+    reader: _Reader, node: Any, attrs: dict[str, Any]
+) -> tuple[Step | None, list[np.ndarray] | None, str | None]:
     """``x * sigmoid(x)`` is SiLU, which ONNX before opset 22 has no node for (torch exports it so): one
     ``silu`` step, as the source wrote it (and computed: the same float64 result as torch's ``silu``)."""
     side = _sigmoid_side(reader, node)
