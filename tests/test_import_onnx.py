@@ -241,3 +241,33 @@ def test_a_transpose_outside_a_channel_shuffle_is_reported(tmp_path: Path) -> No
         import_file(path)
     [problem] = failure.value.problems
     assert "Transpose" in str(problem.location) and "channel shuffle" in problem.message
+
+
+def test_convnext_channels_last_section_imports_as_channel_ops(tmp_path: Path) -> None:
+    """ConvNeXt's block as torch exports it: Transpose to NHWC, LayerNormalization, MatMul + Add, GELU written as
+    Div/Erf/Add/Mul/Mul, MatMul + Add, Transpose back, a layer-scale Mul; and LayerNorm2d (Transpose,
+    LayerNormalization, Transpose)."""
+    from torchvision.models.convnext import CNBlock, LayerNorm2d
+
+    source = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 4, stride=4), LayerNorm2d(8, eps=1e-6), CNBlock(8, 1e-6, 0.0)
+    ).eval()
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for parameter in source.parameters():  # not the initial 1e-6 layer scale, ones and zeros
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    path = tmp_path / "cn.onnx"
+    _export(source, path, dynamo=False)
+    imported = import_onnx(path)
+    spec = import_graph(imported.graph).spec
+    network = cnndsl.loads(spec)
+    ops = [n.op for n in network.layers]
+    for op, count in [("layer_norm", 2), ("channel_linear", 2), ("gelu", 1), ("channel_scale", 1)]:
+        assert ops.count(op) == count, (op, spec)
+    assert all(n.args["bias"] for n in network.layers if n.op == "channel_linear")
+    assert summarize(network).totals.trainable_params == sum(p.numel() for p in source.parameters())
+    model = network.to_torch().eval()
+    cnndsl.load_weights(model, spec_state_dict(imported, network), match="name")
+    x = torch.randn(2, *SHAPE, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(model.double()(x), source.double()(x))

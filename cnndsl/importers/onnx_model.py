@@ -139,6 +139,8 @@ class _Reader:
         self.problems: list[Problem] = []
         self.views: dict[str, tuple[str, int]] = {}
         """Tensors that are a 5-d view of their source unit (bound to it) inside a channel shuffle, by stage."""
+        self.gelu_origin: dict[str, str] = {}
+        """For each tensor inside a GELU written out (Div, Erf, Add, Mul), the tensor x it is GELU of."""
         self.readers: dict[str, int] = {}
         """Tensor name -> how many node inputs and graph outputs read it (a pattern may fuse only single-use
         tensors)."""
@@ -170,7 +172,7 @@ class _Reader:
         try:
             if rule is None:
                 raise _Unsupported(f"{node.op_type} has no cnndsl op")
-            if any(name in self.views for name in tensors) and node.op_type not in ("Reshape", "Transpose"):
+            if any(name in self.views for name in tensors) and node.op_type not in VIEW_RULES:
                 raise _Unsupported(f"{node.op_type} of a 5-d view (only a channel shuffle is supported)")
             step, weights, merge = rule(self, node, _attributes(node))
         except _Unsupported as error:
@@ -286,6 +288,7 @@ FOLD: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray]] = {
     "Concat": lambda args, attrs: np.concatenate([np.atleast_1d(a) for a in args], axis=int(attrs["axis"])),
     "Slice": _slice,
     "Cast": _cast,
+    "Transpose": lambda args, attrs: np.transpose(args[0], attrs.get("perm")),
     "Add": lambda args, attrs: args[0] + args[1],
     "Sub": lambda args, attrs: args[0] - args[1],
     "Mul": lambda args, attrs: args[0] * args[1],
@@ -380,6 +383,26 @@ def _mul(
 ) -> tuple[Step | None, list[np.ndarray] | None, str | None]:
     """``x * sigmoid(x)`` is SiLU, which ONNX before opset 22 has no node for (torch exports it so): one
     ``silu`` step, as the source wrote it (and computed: the same float64 result as torch's ``silu``)."""
+    if _gelu_stage(reader, node, None, "gelu4", "gelu3"):
+        return None, None, None
+    if _gelu_stage(reader, node, 0.5, "gelu5", "gelu4"):
+        # The last step: a unit ``gelu`` reading x (the Mul's input is bound to x's unit), channels-last if x is.
+        origin = reader.gelu_origin[node.output[0]]
+        del reader.views[node.output[0]], reader.values[node.output[0]]
+        if reader.views.get(origin, ("", 0))[0] == "nhwc":
+            _channels_last(reader, node)
+        return Step.of("gelu"), None, None
+    scale = [reader.constants[name] for name in node.input if name in reader.constants]
+    tensors = [name for name in node.input if name not in reader.constants]
+    if len(scale) == 1 and len(tensors) == 1 and tensors[0] not in reader.views:
+        weight = scale[0]
+        if (
+            weight.ndim == 3
+            and weight.shape[1:] == (1, 1)
+            and weight.shape[0] == reader.shape_of(tensors[0])[0]
+        ):
+            init = _f32(weight.reshape(-1)[0])
+            return Step.of("channel_scale", init=init), [weight], None
     side = _sigmoid_side(reader, node)
     if side >= 0 and reader.readers.get(node.input[side], 0) == 1:
         unit_id = reader.values[node.input[side]]
@@ -441,12 +464,121 @@ def _reshape(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step | 
 
 
 def _transpose(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, None]:
-    """The middle step of a channel shuffle (ShuffleNet): ``[N, g, C/g, H, W]`` with its two group axes swapped."""
+    """The middle step of a channel shuffle (ShuffleNet): ``[N, g, C/g, H, W]`` with its two group axes swapped;
+    or NCHW <-> NHWC around channel-wise layers (ConvNeXt), where the NHWC tensor stays bound to its unit."""
     view = reader.views.get(node.input[0])
-    if view is None or view[0] != "grouped" or list(attrs.get("perm", [])) != [0, 2, 1, 3, 4]:
-        raise _Unsupported(f"Transpose perm={list(attrs.get('perm', []))} (only within a channel shuffle)")
-    reader.views[node.output[0]] = ("shuffled", view[1])
-    return None, None, None
+    perm = list(attrs.get("perm", []))
+    if view is not None and view[0] == "grouped" and perm == [0, 2, 1, 3, 4]:
+        reader.views[node.output[0]] = ("shuffled", view[1])
+        return None, None, None
+    if view is None and perm == [0, 2, 3, 1] and len(reader.shape_of(node.input[0])) == 3:
+        reader.views[node.output[0]] = ("nhwc", 0)
+        return None, None, None
+    if view is not None and view[0] == "nhwc" and perm == [0, 3, 1, 2]:
+        return None, None, None
+    raise _Unsupported(f"Transpose perm={perm} (only within a channel shuffle, or to channels-last and back)")
+
+
+def _channels_last(reader: _Reader, node: Any) -> None:
+    """The output of a channel-wise layer on a channels-last tensor is channels-last too."""
+    reader.views[node.output[0]] = ("nhwc", 0)
+
+
+def _layer_norm(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, list[np.ndarray], None]:
+    """``LayerNormalization`` over the last axis of a channels-last tensor: ``layer_norm`` over channels."""
+    view = reader.views.get(node.input[0])
+    if view is None or view[0] != "nhwc" or int(attrs.get("axis", -1)) not in (-1, 3):
+        raise _Unsupported("LayerNormalization other than over the channels of a channels-last tensor")
+    scale = reader.const(node, 1, "scale")
+    bias = reader.const(node, 2, "bias") if len(node.input) > 2 and node.input[2] else np.zeros_like(scale)
+    _channels_last(reader, node)
+    return Step.of("layer_norm", eps=_f32(attrs.get("epsilon", 1e-5))), [scale, bias], None
+
+
+def _matmul(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, list[np.ndarray], None]:
+    """``x @ W`` on a channels-last tensor, W a constant ``[C, F]``: ``channel_linear(F)`` (torch's weight is
+    ``W^T``); an ``Add`` of a constant ``[F]`` right after it becomes its bias."""
+    view = reader.views.get(node.input[0])
+    weight = reader.const(node, 1, "weight")
+    if view is None or view[0] != "nhwc" or weight.ndim != 2:
+        raise _Unsupported("MatMul other than a linear map over the channels of a channels-last tensor")
+    _channels_last(reader, node)
+    return Step.of("channel_linear", features=int(weight.shape[1]), bias=False), [weight.T.copy()], None
+
+
+def _gelu_stage(reader: _Reader, node: Any, value: float | None, stage: str, before: str | None) -> bool:
+    """One step of GELU as torch writes it, ``x * 0.5 * (1 + erf(x / sqrt(2)))``: Div, Erf, Add, Mul, Mul.
+
+    Each intermediate tensor is bound to ``x``'s unit and marked with its stage; the last step writes ``gelu``.
+    Returns whether ``node`` is the step ``stage`` (after ``before``) with the constant ``value``."""
+    tensors = [name for name in node.input if name not in reader.constants]
+    constants = [reader.constants[name] for name in node.input if name in reader.constants]
+    if before is None:
+        source = tensors[0] if len(tensors) == 1 else None
+        if source is None or reader.views.get(source, ("nhwc", 0))[0] != "nhwc":
+            return False
+        origin = source
+    else:
+        views = [reader.views.get(name) for name in tensors]
+        staged = [v for v in views if v is not None and v[0] == before]
+        if len(staged) != 1:
+            return False
+        origin = reader.gelu_origin[tensors[views.index(staged[0])]]
+        others = [t for t, v in zip(tensors, views, strict=True) if v is None or v[0] != before]
+        if stage == "gelu4" and others != [origin]:
+            return False
+        if stage != "gelu4" and others:
+            return False
+    if value is not None and (len(constants) != 1 or constants[0].size != 1):
+        return False
+    if value is not None and abs(float(constants[0].reshape(-1)[0]) - value) > 1e-6 * abs(value):
+        return False
+    reader.views[node.output[0]] = (stage, 0)
+    reader.gelu_origin[node.output[0]] = origin
+    reader.values[node.output[0]] = reader.values[origin]
+    return True
+
+
+def _div(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, None]:
+    if _gelu_stage(reader, node, float(np.sqrt(2.0)), "gelu1", None):
+        return None, None, None
+    raise _Unsupported("Div other than GELU's x / sqrt(2)")
+
+
+def _erf(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, None]:
+    if _gelu_stage(reader, node, None, "gelu2", "gelu1"):
+        return None, None, None
+    raise _Unsupported("Erf other than in GELU")
+
+
+def _add(
+    reader: _Reader, node: Any, attrs: dict[str, Any]
+) -> tuple[Step | None, list[np.ndarray] | None, str | None]:
+    """A merge of tensors; or GELU's ``erf(...) + 1``; or a constant bias right after a channels-last MatMul."""
+    if _gelu_stage(reader, node, 1.0, "gelu3", "gelu2"):
+        return None, None, None
+    tensors = [name for name in node.input if name not in reader.constants]
+    constants = [reader.constants[name] for name in node.input if name in reader.constants]
+    if len(tensors) == 1 and len(constants) == 1 and reader.views.get(tensors[0], ("", 0))[0] == "nhwc":
+        unit_id = reader.values[tensors[0]]
+        unit = reader.graph.units[unit_id]
+        last = unit.steps[-1] if unit_id != INPUT and unit.steps else None
+        bias = constants[0].reshape(-1)
+        if (
+            last is not None
+            and last.op == "channel_linear"
+            and not last.kwargs["bias"]
+            and reader.readers.get(tensors[0], 0) == 1
+            and bias.shape == (last.kwargs["features"],)
+        ):
+            unit.steps[-1] = Step.of("channel_linear", features=last.kwargs["features"], bias=True)
+            weights = reader.weights[unit_id][-1]
+            assert weights is not None
+            weights.append(bias)
+            reader.values[node.output[0]] = unit_id
+            _channels_last(reader, node)
+            return None, None, None
+    return _merge("add")(reader, node, attrs)
 
 
 def _slice_tensor(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
@@ -558,7 +690,7 @@ RULES: dict[str, Rule] = {
     "Reshape": _reshape,
     "ReduceMean": _reduce_mean,
     "Softmax": _softmax,
-    "Add": _merge("add"),
+    "Add": _add,
     "Sum": _merge("add"),
     "Mul": _mul,
     "Concat": _merge("concat"),
@@ -567,8 +699,16 @@ RULES: dict[str, Rule] = {
     "LRN": _lrn,
     "Resize": _resize,
     "Transpose": _transpose,
+    "LayerNormalization": _layer_norm,
+    "MatMul": _matmul,
+    "Div": _div,
+    "Erf": _erf,
     "Slice": _slice_tensor,
 }
+
+
+VIEW_RULES = frozenset({"Reshape", "Transpose", "LayerNormalization", "MatMul", "Add", "Mul", "Div", "Erf"})
+"""Rules that follow a tensor that is a view of its unit (channel shuffle, channels-last, inside GELU)."""
 
 
 def spec_state_dict(imported: OnnxImport, network: Any) -> dict[str, Any]:
