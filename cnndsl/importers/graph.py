@@ -185,7 +185,8 @@ def fuse_followers(graph: Graph, payloads: list[list[Any]], outputs: list[int]) 
         siblings = len(before.scope) == len(unit.scope) and before.scope[:-1] == unit.scope[:-1]
         if before.gap is not None or not unit.steps or not follower or not siblings:
             continue
-        if before.merge == "concat" and graph.units[before.inputs[0]].merge == "concat":
+        first = before.inputs[0] if before.inputs else INPUT
+        if before.merge == "concat" and first != INPUT and graph.units[first].merge == "concat":
             # The last of a chain of concats (see chain_concats) stays bare like the others in the chain, so
             # that every dense layer is written the same (a norm after it starts the next section's line).
             continue

@@ -381,7 +381,7 @@ def _hard_sigmoid(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[St
 def _mul(
     reader: _Reader, node: Any, attrs: dict[str, Any]
 ) -> tuple[Step | None, list[np.ndarray] | None, str | None]:
-    """``x * sigmoid(x)`` is SiLU, which ONNX before opset 22 has no node for (torch exports it so): one
+    """``x * sigmoid(x)`` is SiLU, which ONNX's opset 17 has no node for (torch exports it so): one
     ``silu`` step, as the source wrote it (and computed: the same float64 result as torch's ``silu``)."""
     if _gelu_stage(reader, node, None, "gelu4", "gelu3"):
         return None, None, None
