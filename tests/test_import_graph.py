@@ -56,3 +56,15 @@ def test_concats_that_do_not_extend_an_earlier_one_are_left_alone() -> None:
     chain_concats(graph)
     assert graph.units[swapped].inputs == [b, a, first]
     assert graph.units[other].inputs == [a, first, b]
+
+
+def test_a_concat_of_the_input_still_takes_its_activation_on_its_line() -> None:
+    graph = Graph("Cat", "a test", "image", (8, 6, 6))
+    conv = graph.add(Unit(Location("t", 1), "conv", [INPUT], [Step.of("conv", channels=4, kernel=1)]))
+    cat = graph.add(Unit(Location("t", 2), "cat", [INPUT, conv], merge="concat"))
+    relu = graph.add(Unit(Location("t", 3), "relu", [cat], [Step.of("relu")]))
+    graph.add(Unit(Location("t", 4), "cat", [relu, conv], merge="concat"))
+    chain_concats(graph)
+    fuse_followers(graph, [[None] * len(u.steps) for u in graph.units], graph.output_ids())
+    assert graph.units[cat].steps == [Step.of("relu")]
+    assert "concat(image | l0) -> relu" in import_graph(graph).spec
