@@ -271,3 +271,35 @@ def test_convnext_channels_last_section_imports_as_channel_ops(tmp_path: Path) -
     x = torch.randn(2, *SHAPE, dtype=torch.float64)
     with torch.no_grad():
         assert torch.equal(model.double()(x), source.double()(x))
+
+
+def test_split_and_gelu_nodes_as_the_dynamo_exporter_writes_them(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Split", ["x", "sizes"], ["a", "b"], name="split", axis=1),
+        helper.make_node("Gelu", ["a"], ["g"], name="gelu"),
+        helper.make_node("Add", ["g", "b"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "split_gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor("sizes", TensorProto.INT64, [2], [4, 4])],
+    )
+    path = tmp_path / "split_gelu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    network = cnndsl.loads(import_file(path).spec)
+    assert [n.op for n in network.layers].count("chunk") == 2
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        got = network.to_torch().double().eval()(x)
+    assert torch.equal(got, torch.nn.functional.gelu(x[:, :4]) + x[:, 4:])
+    # Unequal parts are not a chunk: reported, located at the node.
+    sizes = graph.initializer[0]
+    sizes.CopyFrom(helper.make_tensor("sizes", TensorProto.INT64, [2], [3, 5]))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+    with pytest.raises(ImportFailure) as failure:
+        import_file(path)
+    assert "split (Split)" in str(failure.value.problems[0].location)

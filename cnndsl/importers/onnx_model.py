@@ -539,6 +539,15 @@ def _gelu_stage(reader: _Reader, node: Any, value: float | None, stage: str, bef
     return True
 
 
+def _gelu(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
+    """ONNX's own ``Gelu`` node (opset 20; torch's dynamo exporter writes it), channels-last where its input is."""
+    if _text(attrs.get("approximate", "none")) != "none":
+        raise _Unsupported(f"Gelu approximate={_text(attrs['approximate'])}")
+    if reader.views.get(node.input[0], ("", 0))[0] == "nhwc":
+        _channels_last(reader, node)
+    return Step.of("gelu"), None, None
+
+
 def _div(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, None]:
     if _gelu_stage(reader, node, float(np.sqrt(2.0)), "gelu1", None):
         return None, None, None
@@ -579,6 +588,35 @@ def _add(
             _channels_last(reader, node)
             return None, None, None
     return _merge("add")(reader, node, attrs)
+
+
+def _split(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, None]:
+    """``Split`` of the channels into equal parts (``x.chunk(n, dim=1)``, torch's dynamo exporter): one
+    ``chunk(n, i)`` unit per output."""
+    c = reader.shape_of(node.input[0])[0]
+    outputs = list(node.output)
+    if len(node.input) > 1 and node.input[1]:
+        sizes = [int(v) for v in reader.const(node, 1, "split").reshape(-1)]
+    elif "split" in attrs:
+        sizes = [int(v) for v in attrs["split"]]
+    else:
+        sizes = [-(-c // len(outputs))] * len(outputs)
+    if int(attrs.get("axis", 0)) != 1 or len(set(sizes)) != 1 or sum(sizes) != c:
+        raise _Unsupported(
+            f"Split into {sizes} along axis {attrs.get('axis', 0)} (only equal parts of channels)"
+        )
+    source = reader.values[node.input[0]]
+    for index, name in enumerate(outputs):
+        if not name:
+            continue
+        unit = Unit(
+            reader.location(node), node.op_type, [source], [Step.of("chunk", chunks=len(sizes), index=index)]
+        )
+        unit.label = f"{node.name or node.op_type}[{index}]"
+        unit.scope = _scope(node.name)
+        reader.values[name] = reader.graph.add(unit)
+        reader.weights.append([None])
+    return None, None, None
 
 
 def _slice_tensor(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[Step, None, None]:
@@ -703,11 +741,15 @@ RULES: dict[str, Rule] = {
     "MatMul": _matmul,
     "Div": _div,
     "Erf": _erf,
+    "Gelu": _gelu,
     "Slice": _slice_tensor,
+    "Split": _split,
 }
 
 
-VIEW_RULES = frozenset({"Reshape", "Transpose", "LayerNormalization", "MatMul", "Add", "Mul", "Div", "Erf"})
+VIEW_RULES = frozenset(
+    {"Reshape", "Transpose", "LayerNormalization", "MatMul", "Add", "Mul", "Div", "Erf", "Gelu"}
+)
 """Rules that follow a tensor that is a view of its unit (channel shuffle, channels-last, inside GELU)."""
 
 
