@@ -37,6 +37,15 @@ BUILDERS = {
     "inception_v3": (3, 75, 75),
 }
 
+# Readability of the specs these builders give: at most this many code lines, and text that shows the repeated
+# block. DenseNet's growing concatenations become one dense layer repeated (block 3 of densenet121 has 24);
+# EfficientNet's layers (whose stochastic-depth rates all differ) are one MBConv call each.
+READABLE = {
+    "densenet121": (50, "* 24"),
+    "efficientnet_b0": (60, "block MBConv("),
+    "resnet18": (40, "BasicBlock"),
+}
+
 
 def _macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
     total = 0
@@ -65,6 +74,10 @@ def test_torchvision_round_trip(name: str) -> None:
         imported = import_torch(f"torchvision.models:{name}", input_shape=shape)
     result = import_graph(imported.graph)
     network = cnndsl.loads(result.spec)
+    if name in READABLE:
+        most, shown = READABLE[name]
+        code = [line for line in result.spec.splitlines() if line.strip() and not line.startswith("#")]
+        assert len(code) <= most and shown in result.spec, result.spec
     source = imported.model
     assert source is not None
     # Non-trivial batch-norm statistics, so that a mix-up of buffers would show.

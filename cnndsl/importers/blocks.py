@@ -21,6 +21,8 @@ MAX_WINDOW = 16
 _SHORT = {"channels": "c", "kernel": "k", "features": "f"}
 MAX_PARAMS = 6
 """A block with more parameters than this reads worse than the lines it replaces."""
+MAX_REJECTED = 16
+"""How many runs with too many parameters the search passes over before it stops (it is quadratic per try)."""
 
 
 def format_value(value: Any) -> str:
@@ -148,14 +150,20 @@ def mine_blocks(
     Returns the new statements, the output statements (in the given order, renumbered) and the blocks made."""
     defined: list[BlockDef] = []
     stmts, outputs = collapse_repeats(stmts, outputs)
-    for _ in range(64):
-        found = _best_run(stmts, outputs, totals or {})
+    rejected: set[tuple[Any, ...]] = set()
+    """Runs whose block would read worse than its lines (too many parameters): the next best is tried instead,
+    so one such run (EfficientNet's stem followed by a layer) does not end the search."""
+    for _ in range(64 + MAX_REJECTED):
+        found = _best_run(stmts, outputs, totals or {}, rejected)
         if found is None:
             break
-        length, starts = found
+        length, starts, key = found
         block = _make_block(stmts, length, starts, taken, namer, totals or {})
         if block is None:
-            break
+            if len(rejected) >= MAX_REJECTED:
+                break
+            rejected.add(key)
+            continue
         defined.append(block[0])
         stmts, outputs = _replace(stmts, outputs, length, starts, block)
         stmts, outputs = collapse_repeats(stmts, outputs)
@@ -188,33 +196,42 @@ def _window_key(
     return tuple(parts)
 
 
-def _best_run(stmts: list[Stmt], outputs: list[int], totals: dict[str, int]) -> tuple[int, list[int]] | None:
+def _best_run(
+    stmts: list[Stmt], outputs: list[int], totals: dict[str, int], rejected: set[tuple[Any, ...]]
+) -> tuple[int, list[int], tuple[Any, ...]] | None:
     users = _consumers(stmts)
-    best: tuple[tuple[int, bool, int], int, list[int]] | None = None
+    best: tuple[tuple[int, bool, int], int, list[int], tuple[Any, ...]] | None = None
     for length in range(2, min(MAX_WINDOW, len(stmts)) + 1):
         groups: dict[tuple[Any, ...], list[int]] = {}
         for start in range(0, len(stmts) - length + 1):
             key = _window_key(stmts, users, outputs, start, length)
             if key is not None:
                 groups.setdefault(key, []).append(start)
-        for starts in groups.values():
-            chosen: list[int] = []
-            for start in starts:
-                if not chosen or start >= chosen[-1] + length:
-                    chosen.append(start)
-            if len(chosen) < 2:
-                continue
-            # Bottom-up, as a person writes blocks: the run that recurs most often first (the residual unit
-            # before the stage made of them); of runs that recur equally often, one that is exactly a unit of
-            # the source (a module), then the longer.
-            gain = len(chosen) * length - (len(chosen) + length + 2)
-            if gain <= 0:
-                continue
-            aligned = bool(totals) and all(whole_scope(stmts[s : s + length], totals) for s in chosen)
-            score = (len(chosen), aligned, length)
-            if best is None or score > best[0]:
-                best = (score, length, chosen)
-    return None if best is None else (best[1], best[2])
+        for key, starts in groups.items():
+            # Where the source has modules, the occurrences that are exactly one module each are a candidate of
+            # their own: a window that also matches across a module boundary once (EfficientNet's stem and first
+            # layer look like its later layers) must not hide the layers that are modules.
+            aligned_starts = [s for s in starts if totals and whole_scope(stmts[s : s + length], totals)]
+            for candidates, aligned in ((aligned_starts, True), (starts, False)):
+                if (key, aligned) in rejected:
+                    continue
+                chosen: list[int] = []
+                for start in candidates:
+                    if not chosen or start >= chosen[-1] + length:
+                        chosen.append(start)
+                if len(chosen) < 2:
+                    continue
+                # Bottom-up, as a person writes blocks: the run that recurs most often first (the residual unit
+                # before the stage made of them); of runs that recur equally often, one that is exactly a unit
+                # of the source (a module), then the longer.
+                gain = len(chosen) * length - (len(chosen) + length + 2)
+                if gain <= 0:
+                    continue
+                whole = aligned or (bool(totals) and len(aligned_starts) == len(starts))
+                score = (len(chosen), whole, length)
+                if best is None or score > best[0]:
+                    best = (score, length, chosen, (key, aligned))
+    return None if best is None else (best[1], best[2], best[3])
 
 
 def _make_block(

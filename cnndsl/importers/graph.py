@@ -140,6 +140,29 @@ FOLLOWER_FAMILIES = frozenset({"norm", "activation", "regularizer"})
 """Ops that continue the line of the layer before them (conv -> bn -> relu is one line), by registry family."""
 
 
+def chain_concats(graph: Graph) -> None:
+    """Write a concatenation of a growing list as one more concat onto the previous one.
+
+    DenseNet keeps a list of feature maps and concatenates all of them before every layer: ``cat([x0, x1, x2])``
+    after ``cat([x0, x1])``. Read literally, each layer's concat names every tensor before it, and no two layers
+    have the same wiring, so no block can be found. Concatenation is associative (it copies; the result is the
+    same tensor, bit for bit), so ``cat([x0, x1, x2])`` becomes ``concat(cat([x0, x1]) | x2)``: every layer then
+    reads the one tensor before it and adds its own, the same wiring each time. Call before
+    :func:`fuse_followers`, while concatenations are still units of their own."""
+    made: dict[tuple[int, ...], int] = {}
+    """Inputs of each plain concat unit so far -> that unit (the longest prefix is looked up)."""
+    for index, unit in enumerate(graph.units):
+        if unit.merge != "concat" or unit.steps or unit.gap is not None:
+            continue
+        inputs = tuple(unit.inputs)
+        for cut in range(len(inputs) - 1, 1, -1):
+            earlier = made.get(inputs[:cut])
+            if earlier is not None:
+                unit.inputs = [earlier, *inputs[cut:]]
+                break
+        made.setdefault(inputs, index)
+
+
 def fuse_followers(graph: Graph, payloads: list[list[Any]], outputs: list[int]) -> None:
     """Let a norm/activation/dropout unit that alone reads the unit before it continue that unit's line.
 
@@ -161,6 +184,11 @@ def fuse_followers(graph: Graph, payloads: list[list[Any]], outputs: list[int]) 
         follower = all(ops.REGISTRY[step.op].family in FOLLOWER_FAMILIES for step in unit.steps)
         siblings = len(before.scope) == len(unit.scope) and before.scope[:-1] == unit.scope[:-1]
         if before.gap is not None or not unit.steps or not follower or not siblings:
+            continue
+        first = before.inputs[0] if before.inputs else INPUT
+        if before.merge == "concat" and first != INPUT and graph.units[first].merge == "concat":
+            # The last of a chain of concats (see chain_concats) stays bare like the others in the chain, so
+            # that every dense layer is written the same (a norm after it starts the next section's line).
             continue
         before.steps = before.steps + unit.steps
         before.label = f"{before.label}, {unit.label}"

@@ -24,7 +24,18 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .. import ops
-from .graph import INPUT, Graph, ImportFailure, Location, Problem, Step, Unit, fuse_followers, network_name
+from .graph import (
+    INPUT,
+    Graph,
+    ImportFailure,
+    Location,
+    Problem,
+    Step,
+    Unit,
+    chain_concats,
+    fuse_followers,
+    network_name,
+)
 
 DEFAULT_INPUT = (3, 224, 224)
 
@@ -171,6 +182,7 @@ class _Tracer:
         if self.problems:
             raise ImportFailure(self.problems)
         self.graph.outputs = outputs
+        chain_concats(self.graph)
         fuse_followers(self.graph, self.modules, outputs)
         return TorchImport(self.graph, self.modules, model)
 
@@ -431,7 +443,8 @@ def _upsample(module: nn.Upsample, node: fx.Node) -> Step:
 
 
 def _stochastic_depth(module: Any, node: fx.Node) -> Step:
-    return Step.of("stochastic_depth", p=float(module.p), mode=str(module.mode))
+    # torchvision computes the rates (0.2 * 3 / 8 = 0.07500000000000001): written as a person would, 0.075.
+    return Step.of("stochastic_depth", p=round(float(module.p), 12), mode=str(module.mode))
 
 
 def _layer_norm_module(module: nn.LayerNorm, node: fx.Node) -> Step:
