@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .darknet import DarknetImport, StoredLayer
-from .graph import INPUT, ImportFailure, Location, Problem
+from .graph import INPUT, ImportFailure, Location, Problem, check_holder_count, tensor_holders
 
 VERSION_BYTES = 12
 """major, minor, revision."""
@@ -255,20 +255,15 @@ def spec_state_dict(imported: DarknetImport, weights: DarknetWeights, network: A
     import torch
 
     spec = network.to_torch().state_dict()
-    owners: dict[str, list[str]] = {}
-    for key in spec:
-        owners.setdefault(key.rsplit(".", 1)[0], []).append(key)
+    holders = tensor_holders(spec)
     steps = [
         (layer, step, tensors)
         for layer, arrays in zip(imported.stored, weights.arrays, strict=True)
         for step, tensors in sorted(arrays.items())
     ]
-    location = Location(imported.graph.source)
-    if len(steps) != len(owners):
-        message = f"the file fills {len(steps)} layers, the spec has {len(owners)} holding tensors"
-        raise ImportFailure([Problem(location, f"internal error: {message}")])
+    check_holder_count(imported.graph.source, len(steps), len(holders), "cfg layer steps")
     state: dict[str, Any] = {}
-    for (layer, _, tensors), keys in zip(steps, owners.values(), strict=True):
+    for (layer, _, tensors), keys in zip(steps, holders, strict=True):
         names = {key.rsplit(".", 1)[1]: key for key in keys}
         names.pop("num_batches_tracked", None)
         fits = set(names) == set(tensors) and all(

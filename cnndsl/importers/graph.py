@@ -198,6 +198,33 @@ def fuse_followers(graph: Graph, payloads: list[list[Any]], outputs: list[int]) 
         owner[index] = target
 
 
+def tensor_holders(keys: Iterable[str], *, skip_suffix: str | None = None) -> list[list[str]]:
+    """A spec's state_dict keys grouped by the module holding them, in registration order.
+
+    The spec registers its layers in the order the import wrote them, which is the source's order, so these groups
+    pair one to one, in order, with the source's weight holders (modules, ONNX nodes, cfg layers)."""
+    groups: list[list[str]] = []
+    previous: str | None = None
+    for key in keys:
+        if skip_suffix is not None and key.endswith(skip_suffix):
+            continue
+        owner = key.rsplit(".", 1)[0]
+        if owner != previous:
+            groups.append([])
+            previous = owner
+        groups[-1].append(key)
+    return groups
+
+
+def check_holder_count(source: str, found: int, expected: int, what: str) -> None:
+    """Raises the importer's internal error when the source fills a different number of layers than the spec has."""
+    if found != expected:
+        message = (
+            f"internal error: {found} {what} hold weights, the spec has {expected} layers holding tensors"
+        )
+        raise ImportFailure([Problem(Location(source), message)])
+
+
 def read_model_text(path: str | Path, max_bytes: int, what: str) -> str:
     """A text model file (cfg, prototxt), refused before reading past ``max_bytes``; undecodable bytes replaced."""
     data = Path(path).read_bytes()

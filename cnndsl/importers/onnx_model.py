@@ -27,8 +27,10 @@ from .graph import (
     Step,
     Unit,
     chain_concats,
+    check_holder_count,
     fuse_followers,
     network_name,
+    tensor_holders,
 )
 
 MAX_BYTES = 2 * 1024**3
@@ -758,27 +760,9 @@ def spec_state_dict(imported: OnnxImport, network: Any) -> dict[str, Any]:
     import torch
 
     spec = network.to_torch().state_dict()
-    groups: list[list[str]] = []
-    owners: list[str] = []
-    for key in spec:
-        if key.endswith("num_batches_tracked"):
-            continue
-        owner = key.rsplit(".", 1)[0]
-        if not owners or owners[-1] != owner:
-            owners.append(owner)
-            groups.append([])
-        groups[-1].append(key)
+    groups = tensor_holders(spec, skip_suffix="num_batches_tracked")
     arrays = [w for unit in imported.weights for w in unit if w is not None]
-    location = Location(imported.graph.source)
-    if len(arrays) != len(groups):
-        raise ImportFailure(
-            [
-                Problem(
-                    location,
-                    f"internal error: {len(arrays)} nodes hold weights, the spec {len(groups)} layers",
-                )
-            ]
-        )
+    check_holder_count(imported.graph.source, len(arrays), len(groups), "nodes")
     state: dict[str, Any] = {
         k: torch.zeros_like(v) for k, v in spec.items() if k.endswith("num_batches_tracked")
     }
@@ -786,7 +770,12 @@ def spec_state_dict(imported: OnnxImport, network: Any) -> dict[str, Any]:
         for key, array in zip(keys, tensors, strict=True):
             if tuple(array.shape) != tuple(spec[key].shape):
                 raise ImportFailure(
-                    [Problem(location, f"internal error: {key} is {list(array.shape)} in the file")]
+                    [
+                        Problem(
+                            Location(imported.graph.source),
+                            f"internal error: {key} is {list(array.shape)} in the file",
+                        )
+                    ]
                 )
             state[key] = torch.from_numpy(np.array(array))
     return {key: state[key] for key in spec}

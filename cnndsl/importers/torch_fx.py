@@ -33,8 +33,10 @@ from .graph import (
     Step,
     Unit,
     chain_concats,
+    check_holder_count,
     fuse_followers,
     network_name,
+    tensor_holders,
 )
 
 DEFAULT_INPUT = (3, 224, 224)
@@ -700,25 +702,9 @@ def spec_state_dict(imported: TorchImport, network: Any) -> dict[str, torch.Tens
 
     assert isinstance(network, Network)
     spec = network.to_torch().state_dict()
-    groups: list[list[str]] = []
-    owners: list[str] = []
-    for key in spec:
-        owner = key.rsplit(".", 1)[0]
-        if not owners or owners[-1] != owner:
-            owners.append(owner)
-            groups.append([])
-        groups[-1].append(key)
+    groups = tensor_holders(spec)
     sources = [m for unit in imported.modules for m in unit if m is not None]
-    location = Location(imported.graph.source)
-    if len(sources) != len(groups):
-        raise ImportFailure(
-            [
-                Problem(
-                    location,
-                    f"internal error: {len(sources)} source modules hold weights, the spec {len(groups)}",
-                )
-            ]
-        )
+    check_holder_count(imported.graph.source, len(sources), len(groups), "source modules")
     state: dict[str, torch.Tensor] = {}
     for keys, module in zip(groups, sources, strict=True):
         tensors = list(module.state_dict().values())
@@ -728,7 +714,7 @@ def spec_state_dict(imported: TorchImport, network: Any) -> dict[str, torch.Tens
             raise ImportFailure(
                 [
                     Problem(
-                        location,
+                        Location(imported.graph.source),
                         f"internal error: the weights of {type(module).__name__} do not fit {keys[0]}",
                     )
                 ]
