@@ -338,6 +338,9 @@ def test_typing_an_error_fixing_it_and_a_megabyte_paste(site: Site, tmp_path: Pa
 def test_every_zoo_example_renders(site: Site) -> None:
     page = site.open()
     wait_ready(page)
+    # The default example's first analysis must be on screen before counting: if it landed between reading the
+    # count and choosing an example, it would pass for the chosen example's analysis.
+    wait_analysed(page, 0, "ok")
     options = page.eval_on_selector_all(
         "[data-testid=examples] option", "options => options.map(o => o.value).filter(Boolean)"
     )
