@@ -659,13 +659,20 @@ def _merge(op: str) -> Rule:
     def rule(reader: _Reader, node: Any, attrs: dict[str, Any]) -> tuple[None, None, str | None]:
         if any(name in reader.constants for name in node.input):
             raise _Unsupported(f"{node.op_type} with a constant operand")
-        if op == "concat" and len([n for n in node.input if n]) == 1:
-            return None, None, None  # a concat of one tensor is that tensor
-        if op == "concat" and int(attrs.get("axis", 0)) != 1:
-            raise _Unsupported(f"Concat along axis {attrs.get('axis')}")
         return None, None, op
 
     return rule
+
+
+def _concat(
+    reader: _Reader, node: Any, attrs: dict[str, Any]
+) -> tuple[Step | None, list[np.ndarray] | None, str | None]:
+    merged = _merge("concat")(reader, node, attrs)  # refuses constant operands first
+    if len([n for n in node.input if n]) == 1:
+        return None, None, None  # a concat of one tensor is that tensor
+    if int(attrs.get("axis", 0)) != 1:
+        raise _Unsupported(f"Concat along axis {attrs.get('axis')}")
+    return merged
 
 
 def _text(value: Any) -> str:
@@ -733,7 +740,7 @@ RULES: dict[str, Rule] = {
     "Add": _add,
     "Sum": _merge("add"),
     "Mul": _mul,
-    "Concat": _merge("concat"),
+    "Concat": _concat,
     "Dropout": _dropout,
     "Identity": _dropout,
     "LRN": _lrn,
